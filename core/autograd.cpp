@@ -1,0 +1,161 @@
+#include "core/autograd.h"
+
+#include <unordered_map>
+#include <unordered_set>
+
+#include "core/error.h"
+#include "core/ops.h"
+
+namespace distill {
+
+namespace {
+thread_local bool t_grad_enabled = true;
+}
+
+bool grad_enabled() { return t_grad_enabled; }
+void set_grad_enabled(bool enabled) { t_grad_enabled = enabled; }
+
+bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!grad_enabled()) return false;
+  for (const Tensor* t : inputs)
+    if (t && t->defined() && t->requires_grad()) return true;
+  return false;
+}
+
+bool any_requires_grad(const std::vector<Tensor>& inputs) {
+  if (!grad_enabled()) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+void record(const Tensor& output, std::shared_ptr<Node> node, const std::vector<Tensor>& inputs) {
+  if (!any_requires_grad(inputs)) return;
+  node->inputs.clear();
+  node->inputs.reserve(inputs.size());
+  for (const Tensor& in : inputs) {
+    Edge e;
+    if (in.defined()) {
+      e.shape = in.shape();
+      if (in.grad_fn()) {
+        e.fn = in.grad_fn();
+      } else if (in.impl()->requires_grad) {
+        e.leaf = in.impl_ptr();
+      }
+    }
+    node->inputs.push_back(std::move(e));
+  }
+  const_cast<Tensor&>(output).set_grad_fn(std::move(node));
+}
+
+namespace {
+
+void accumulate_leaf(TensorImpl* leaf, const Tensor& g) {
+  if (!leaf->grad.defined()) {
+    // Own the gradient: the incoming tensor may alias a buffer a node saved or a view.
+    leaf->grad = clone(g);
+  } else {
+    leaf->grad = add(leaf->grad, g);
+  }
+}
+
+}  // namespace
+
+void run_backward(const Tensor& root, const Tensor& grad_in) {
+  DISTILL_CHECK(root.defined(), "backward: called on an undefined tensor");
+  DISTILL_CHECK(root.requires_grad(), "backward: ", root.describe(),
+                " does not require grad (no input of the graph has requires_grad set)");
+  NoGradGuard no_grad;  // backward formulas are not themselves recorded
+  Tensor grad = grad_in;
+  if (!grad.defined()) {
+    DISTILL_CHECK(root.numel() == 1, "backward: implicit gradient needs a scalar output, got ",
+                  root.describe(), "; pass a gradient");
+    grad = ones(root.shape(), TensorOptions(root.dtype(), root.device()));
+  }
+  DISTILL_CHECK(grad.shape() == root.shape(), "backward: gradient ", grad.describe(),
+                " does not match output ", root.describe());
+  if (!root.grad_fn()) {
+    accumulate_leaf(root.impl(), grad);
+    return;
+  }
+
+  // Count, for every reachable node, how many edges point at it (its consumers).
+  std::unordered_map<Node*, int> dependencies;
+  std::vector<Node*> stack{root.grad_fn().get()};
+  std::unordered_set<Node*> seen{root.grad_fn().get()};
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    for (const Edge& e : n->inputs) {
+      if (!e.fn) continue;
+      dependencies[e.fn.get()]++;
+      if (seen.insert(e.fn.get()).second) stack.push_back(e.fn.get());
+    }
+  }
+
+  // Kahn's algorithm: a node runs once every consumer has delivered its gradient, so a tensor
+  // used twice receives the sum of both contributions before its own backward runs.
+  std::unordered_map<Node*, Tensor> pending;
+  pending[root.grad_fn().get()] = grad;
+  std::vector<Node*> ready{root.grad_fn().get()};
+  while (!ready.empty()) {
+    Node* n = ready.back();
+    ready.pop_back();
+    Tensor g = std::move(pending[n]);
+    pending.erase(n);
+    std::vector<Tensor> input_grads = n->backward(g);
+    DISTILL_CHECK(input_grads.size() == n->inputs.size(), "backward of ", n->name(), " returned ",
+                  input_grads.size(), " gradients for ", n->inputs.size(), " inputs");
+    for (size_t i = 0; i < n->inputs.size(); ++i) {
+      const Edge& e = n->inputs[i];
+      Tensor& gi = input_grads[i];
+      if (!e.fn && !e.leaf) continue;
+      if (e.fn) {
+        auto it = dependencies.find(e.fn.get());
+        if (gi.defined()) {
+          DISTILL_CHECK(gi.shape() == e.shape, "backward of ", n->name(), ": gradient ",
+                        gi.describe(), " for input ", i, " does not match its shape ",
+                        shape_str(e.shape));
+          auto p = pending.find(e.fn.get());
+          if (p == pending.end() || !p->second.defined()) {
+            pending[e.fn.get()] = gi;
+          } else {
+            p->second = add(p->second, gi);
+          }
+        }
+        if (--it->second == 0) {
+          if (pending.count(e.fn.get()) && pending[e.fn.get()].defined()) {
+            ready.push_back(e.fn.get());
+          } else {
+            // No gradient reached this node: its subgraph gets nothing, but its own inputs
+            // must still be released so their counts reach zero.
+            pending.erase(e.fn.get());
+            std::vector<Node*> skip{e.fn.get()};
+            while (!skip.empty()) {
+              Node* s = skip.back();
+              skip.pop_back();
+              for (const Edge& se : s->inputs) {
+                if (!se.fn) continue;
+                if (--dependencies[se.fn.get()] == 0) {
+                  if (pending.count(se.fn.get()) && pending[se.fn.get()].defined()) {
+                    ready.push_back(se.fn.get());
+                  } else {
+                    pending.erase(se.fn.get());
+                    skip.push_back(se.fn.get());
+                  }
+                }
+              }
+            }
+          }
+        }
+      } else if (gi.defined()) {
+        DISTILL_CHECK(gi.shape() == e.shape, "backward of ", n->name(), ": gradient ",
+                      gi.describe(), " for leaf input ", i, " does not match its shape ",
+                      shape_str(e.shape));
+        accumulate_leaf(e.leaf.get(), gi);
+      }
+    }
+  }
+}
+
+}  // namespace distill
