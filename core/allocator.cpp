@@ -94,9 +94,9 @@ void* cuda_alloc(size_t bytes, int device) {
       ptr = kernels::cuda::raw_malloc(bucket, &err);
     }
     if (!ptr)
-      fail("cuda_alloc: out of GPU memory on cuda:", device, " allocating ", bytes,
-           " bytes (", c.stats.current_bytes, " bytes in use by tensors, ",
-           c.stats.reserved_bytes, " reserved): ", err);
+      fail("cuda_alloc: out of GPU memory on cuda:", device, " allocating ", bytes, " bytes (",
+           c.stats.current_bytes, " bytes in use by tensors, ", c.stats.reserved_bytes,
+           " reserved): ", err);
     c.stats.reserved_bytes += bucket;
   }
   c.stats.current_bytes += bucket;
@@ -132,9 +132,13 @@ void cuda_empty_cache(int device) {
   release_cached(c);
 }
 #else
-void* cuda_alloc(size_t, int) { fail("cuda_alloc: this build has no CUDA support"); }
+void* cuda_alloc(size_t, int) {
+  fail("cuda_alloc: this build has no CUDA support");
+}
 void cuda_free(void*, size_t, int) {}
-MemoryStats cuda_memory_stats(int) { return {}; }
+MemoryStats cuda_memory_stats(int) {
+  return {};
+}
 void cuda_reset_peak(int) {}
 void cuda_empty_cache(int) {}
 #endif

@@ -13,9 +13,9 @@
 namespace distill {
 
 struct Edge {
-  std::shared_ptr<Node> fn;            // input was produced by this node, or
-  std::shared_ptr<TensorImpl> leaf;    // input is a leaf that requires grad, or neither
-  Shape shape;                         // input's shape, to check the incoming gradient
+  std::shared_ptr<Node> fn;          // input was produced by this node, or
+  std::shared_ptr<TensorImpl> leaf;  // input is a leaf that requires grad, or neither
+  Shape shape;                       // input's shape, to check the incoming gradient
 };
 
 struct Node {

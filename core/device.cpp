@@ -11,7 +11,9 @@ std::string Device::str() const {
   return is_cpu() ? std::string("cpu") : "cuda:" + std::to_string(index);
 }
 
-bool cuda_compiled() { return DISTILL_HAS_CUDA != 0; }
+bool cuda_compiled() {
+  return DISTILL_HAS_CUDA != 0;
+}
 
 int cuda_device_count() {
 #if DISTILL_HAS_CUDA
@@ -22,31 +24,42 @@ int cuda_device_count() {
 #endif
 }
 
-bool cuda_available() { return cuda_device_count() > 0; }
+bool cuda_available() {
+  return cuda_device_count() > 0;
+}
 
 const char* dtype_name(DType t) {
   switch (t) {
-    case DType::F32: return "f32";
-    case DType::F64: return "f64";
-    case DType::BF16: return "bf16";
-    case DType::F16: return "f16";
-    case DType::I32: return "i32";
-    case DType::I64: return "i64";
-    case DType::U8: return "u8";
+    case DType::F32:
+      return "f32";
+    case DType::F64:
+      return "f64";
+    case DType::BF16:
+      return "bf16";
+    case DType::F16:
+      return "f16";
+    case DType::I32:
+      return "i32";
+    case DType::I64:
+      return "i64";
+    case DType::U8:
+      return "u8";
   }
   return "?";
 }
 
 DType dtype_from_name(const std::string& name) {
-  for (DType t : {DType::F32, DType::F64, DType::BF16, DType::F16, DType::I32, DType::I64, DType::U8})
+  for (DType t :
+       {DType::F32, DType::F64, DType::BF16, DType::F16, DType::I32, DType::I64, DType::U8})
     if (name == dtype_name(t)) return t;
   fail("unknown dtype '", name, "' (expected f32, f64, bf16, f16, i32, i64 or u8)");
 }
 
 namespace detail {
 void no_cuda(const char* op) {
-  fail(op, ": a CUDA tensor was given but this build has no CUDA support (rebuild with nvcc "
-           "available and -DDISTILL_CUDA=ON)");
+  fail(op,
+       ": a CUDA tensor was given but this build has no CUDA support (rebuild with nvcc "
+       "available and -DDISTILL_CUDA=ON)");
 }
 }  // namespace detail
 

@@ -32,7 +32,7 @@ template <typename... Args>
 }  // namespace distill
 
 // DISTILL_CHECK(cond, "op: ", detail...) throws distill::Error when cond is false.
-#define DISTILL_CHECK(cond, ...)             \
-  do {                                       \
+#define DISTILL_CHECK(cond, ...)               \
+  do {                                         \
     if (!(cond)) ::distill::fail(__VA_ARGS__); \
   } while (0)

@@ -113,13 +113,27 @@ Tensor stack(const std::vector<Tensor>& tensors, int64_t dim);
 Tensor dropout(const Tensor& x, double p, bool training = true, Generator* gen = nullptr);
 
 // Operators for readable model code.
-inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
-inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
-inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
-inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
-inline Tensor operator-(const Tensor& a) { return neg(a); }
-inline Tensor operator+(const Tensor& a, double s) { return add(a, s); }
-inline Tensor operator*(const Tensor& a, double s) { return mul(a, s); }
+inline Tensor operator+(const Tensor& a, const Tensor& b) {
+  return add(a, b);
+}
+inline Tensor operator-(const Tensor& a, const Tensor& b) {
+  return sub(a, b);
+}
+inline Tensor operator*(const Tensor& a, const Tensor& b) {
+  return mul(a, b);
+}
+inline Tensor operator/(const Tensor& a, const Tensor& b) {
+  return div(a, b);
+}
+inline Tensor operator-(const Tensor& a) {
+  return neg(a);
+}
+inline Tensor operator+(const Tensor& a, double s) {
+  return add(a, s);
+}
+inline Tensor operator*(const Tensor& a, double s) {
+  return mul(a, s);
+}
 
 // Helpers for op implementations.
 int64_t normalize_dim(int64_t dim, int64_t ndim, const char* op);

@@ -116,9 +116,10 @@ Tensor Tensor::make_view(std::shared_ptr<Storage> storage, const Shape& shape, c
     last += (shape[i] - 1) * strides[i];
   }
   if (!empty_view) {
-    DISTILL_CHECK(offset >= 0 && static_cast<size_t>((last + 1) * dtype_size(dtype)) <= storage->nbytes(),
-                  "make_view: view ", shape_str(shape), " at offset ", offset,
-                  " exceeds its storage of ", storage->nbytes(), " bytes");
+    DISTILL_CHECK(
+        offset >= 0 && static_cast<size_t>((last + 1) * dtype_size(dtype)) <= storage->nbytes(),
+        "make_view: view ", shape_str(shape), " at offset ", offset, " exceeds its storage of ",
+        storage->nbytes(), " bytes");
   }
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = std::move(storage);
@@ -137,18 +138,30 @@ const TensorImpl& checked(const std::shared_ptr<TensorImpl>& impl) {
 }
 }  // namespace
 
-const Shape& Tensor::shape() const { return checked(impl_).shape; }
-const Shape& Tensor::strides() const { return checked(impl_).strides; }
-int64_t Tensor::offset() const { return checked(impl_).offset; }
+const Shape& Tensor::shape() const {
+  return checked(impl_).shape;
+}
+const Shape& Tensor::strides() const {
+  return checked(impl_).strides;
+}
+int64_t Tensor::offset() const {
+  return checked(impl_).offset;
+}
 int64_t Tensor::size(int64_t d) const {
   const int64_t n = dim();
   const int64_t dd = d < 0 ? d + n : d;
   DISTILL_CHECK(dd >= 0 && dd < n, "size: dim ", d, " out of range for ", describe());
   return shape()[dd];
 }
-int64_t Tensor::numel() const { return shape_numel(shape()); }
-DType Tensor::dtype() const { return checked(impl_).dtype; }
-Device Tensor::device() const { return checked(impl_).storage->device(); }
+int64_t Tensor::numel() const {
+  return shape_numel(shape());
+}
+DType Tensor::dtype() const {
+  return checked(impl_).dtype;
+}
+Device Tensor::device() const {
+  return checked(impl_).storage->device();
+}
 bool Tensor::is_contiguous() const {
   const auto& s = shape();
   const auto& st = strides();
@@ -159,7 +172,9 @@ bool Tensor::is_contiguous() const {
   }
   return true;
 }
-const std::shared_ptr<Storage>& Tensor::storage() const { return checked(impl_).storage; }
+const std::shared_ptr<Storage>& Tensor::storage() const {
+  return checked(impl_).storage;
+}
 void* Tensor::data_ptr() const {
   const auto& i = checked(impl_);
   return static_cast<char*>(i.storage->data()) + i.offset * dtype_size(i.dtype);
@@ -167,8 +182,8 @@ void* Tensor::data_ptr() const {
 
 kernels::View Tensor::view_desc() const {
   kernels::View v;
-  DISTILL_CHECK(dim() <= kernels::kMaxDims, "tensor of rank ", dim(), " exceeds the kernel limit of ",
-                kernels::kMaxDims, " dims: ", describe());
+  DISTILL_CHECK(dim() <= kernels::kMaxDims, "tensor of rank ", dim(),
+                " exceeds the kernel limit of ", kernels::kMaxDims, " dims: ", describe());
   v.data = data_ptr();
   v.dtype = dtype();
   v.ndim = static_cast<int>(dim());
@@ -190,15 +205,23 @@ bool Tensor::requires_grad() const {
 }
 Tensor& Tensor::set_requires_grad(bool value) {
   DISTILL_CHECK(impl_, "set_requires_grad on an undefined tensor");
-  DISTILL_CHECK(!value || is_floating(dtype()), "set_requires_grad: only floating tensors can "
-                "require grad, got ", describe());
-  DISTILL_CHECK(impl_->grad_fn == nullptr, "set_requires_grad: only leaf tensors can be flagged; "
-                "call detach() first (", describe(), ")");
+  DISTILL_CHECK(!value || is_floating(dtype()),
+                "set_requires_grad: only floating tensors can "
+                "require grad, got ",
+                describe());
+  DISTILL_CHECK(impl_->grad_fn == nullptr,
+                "set_requires_grad: only leaf tensors can be flagged; "
+                "call detach() first (",
+                describe(), ")");
   impl_->requires_grad = value;
   return *this;
 }
-bool Tensor::is_leaf() const { return impl_ && impl_->grad_fn == nullptr; }
-Tensor Tensor::grad() const { return checked(impl_).grad; }
+bool Tensor::is_leaf() const {
+  return impl_ && impl_->grad_fn == nullptr;
+}
+Tensor Tensor::grad() const {
+  return checked(impl_).grad;
+}
 void Tensor::set_grad(const Tensor& g) {
   DISTILL_CHECK(impl_, "set_grad on an undefined tensor");
   impl_->grad = g;
@@ -206,7 +229,9 @@ void Tensor::set_grad(const Tensor& g) {
 void Tensor::zero_grad() {
   if (impl_) impl_->grad = Tensor();
 }
-const std::shared_ptr<Node>& Tensor::grad_fn() const { return checked(impl_).grad_fn; }
+const std::shared_ptr<Node>& Tensor::grad_fn() const {
+  return checked(impl_).grad_fn;
+}
 void Tensor::set_grad_fn(std::shared_ptr<Node> fn) {
   DISTILL_CHECK(impl_, "set_grad_fn on an undefined tensor");
   impl_->grad_fn = std::move(fn);
@@ -221,16 +246,32 @@ Tensor Tensor::detach() const {
   impl->dtype = i.dtype;
   return Tensor(std::move(impl));
 }
-void Tensor::backward(const Tensor& grad) const { run_backward(*this, grad); }
+void Tensor::backward(const Tensor& grad) const {
+  run_backward(*this, grad);
+}
 
 // ---- conveniences
-Tensor Tensor::contiguous() const { return distill::contiguous(*this); }
-Tensor Tensor::to(Device device) const { return to_device(*this, device); }
-Tensor Tensor::to(DType t) const { return to_dtype(*this, t); }
-Tensor Tensor::clone() const { return distill::clone(*this); }
-Tensor Tensor::reshape(const Shape& s) const { return distill::reshape(*this, s); }
-Tensor Tensor::permute(const Shape& dims) const { return distill::permute(*this, dims); }
-Tensor Tensor::transpose(int64_t d0, int64_t d1) const { return distill::transpose(*this, d0, d1); }
+Tensor Tensor::contiguous() const {
+  return distill::contiguous(*this);
+}
+Tensor Tensor::to(Device device) const {
+  return to_device(*this, device);
+}
+Tensor Tensor::to(DType t) const {
+  return to_dtype(*this, t);
+}
+Tensor Tensor::clone() const {
+  return distill::clone(*this);
+}
+Tensor Tensor::reshape(const Shape& s) const {
+  return distill::reshape(*this, s);
+}
+Tensor Tensor::permute(const Shape& dims) const {
+  return distill::permute(*this, dims);
+}
+Tensor Tensor::transpose(int64_t d0, int64_t d1) const {
+  return distill::transpose(*this, d0, d1);
+}
 
 namespace {
 // Contiguous host copy converted to `t`.

@@ -49,7 +49,7 @@ struct TensorOptions {
   bool requires_grad = false;
 
   TensorOptions() = default;
-  TensorOptions(DType d) : dtype(d) {}  // NOLINT: allow zeros({2}, DType::F64)
+  TensorOptions(DType d) : dtype(d) {}        // NOLINT: allow zeros({2}, DType::F64)
   TensorOptions(Device dev) : device(dev) {}  // NOLINT
   TensorOptions(DType d, Device dev, bool rg = false) : dtype(d), device(dev), requires_grad(rg) {}
 };

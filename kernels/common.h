@@ -19,13 +19,20 @@ constexpr int kMaxDims = 8;
 
 DISTILL_HD int64_t dtype_size(DType t) {
   switch (t) {
-    case DType::F32: return 4;
-    case DType::F64: return 8;
-    case DType::BF16: return 2;
-    case DType::F16: return 2;
-    case DType::I32: return 4;
-    case DType::I64: return 8;
-    case DType::U8: return 1;
+    case DType::F32:
+      return 4;
+    case DType::F64:
+      return 8;
+    case DType::BF16:
+      return 2;
+    case DType::F16:
+      return 2;
+    case DType::I32:
+      return 4;
+    case DType::I64:
+      return 8;
+    case DType::U8:
+      return 1;
   }
   return 0;
 }
@@ -78,7 +85,8 @@ DISTILL_HD float bf16_bits_to_float(uint16_t b) {
 DISTILL_HD uint16_t float_to_bf16_bits(float f) {
   uint32_t u;
   memcpy(&u, &f, 4);
-  if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) return static_cast<uint16_t>((u >> 16) | 0x40);  // quiet NaN
+  if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu))
+    return static_cast<uint16_t>((u >> 16) | 0x40);  // quiet NaN
   const uint32_t rounding = 0x7fffu + ((u >> 16) & 1u);
   return static_cast<uint16_t>((u + rounding) >> 16);
 }
@@ -113,7 +121,8 @@ DISTILL_HD uint16_t float_to_f16_bits(float f) {
   memcpy(&u, &f, 4);
   const uint32_t sign = (u >> 16) & 0x8000u;
   const uint32_t abs = u & 0x7fffffffu;
-  if (abs >= 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u));
+  if (abs >= 0x7f800000u)
+    return static_cast<uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u));
   if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow -> inf
   if (abs < 0x38800000u) {                                               // subnormal or zero in f16
     if (abs < 0x33000000u) return static_cast<uint16_t>(sign);
@@ -137,26 +146,47 @@ DISTILL_HD uint16_t float_to_f16_bits(float f) {
 template <typename T>
 DISTILL_HD T load_as(const void* base, int64_t idx, DType t) {
   switch (t) {
-    case DType::F32: return static_cast<T>(static_cast<const float*>(base)[idx]);
-    case DType::F64: return static_cast<T>(static_cast<const double*>(base)[idx]);
-    case DType::BF16: return static_cast<T>(bf16_bits_to_float(static_cast<const uint16_t*>(base)[idx]));
-    case DType::F16: return static_cast<T>(f16_bits_to_float(static_cast<const uint16_t*>(base)[idx]));
-    case DType::I32: return static_cast<T>(static_cast<const int32_t*>(base)[idx]);
-    case DType::I64: return static_cast<T>(static_cast<const int64_t*>(base)[idx]);
-    case DType::U8: return static_cast<T>(static_cast<const uint8_t*>(base)[idx]);
+    case DType::F32:
+      return static_cast<T>(static_cast<const float*>(base)[idx]);
+    case DType::F64:
+      return static_cast<T>(static_cast<const double*>(base)[idx]);
+    case DType::BF16:
+      return static_cast<T>(bf16_bits_to_float(static_cast<const uint16_t*>(base)[idx]));
+    case DType::F16:
+      return static_cast<T>(f16_bits_to_float(static_cast<const uint16_t*>(base)[idx]));
+    case DType::I32:
+      return static_cast<T>(static_cast<const int32_t*>(base)[idx]);
+    case DType::I64:
+      return static_cast<T>(static_cast<const int64_t*>(base)[idx]);
+    case DType::U8:
+      return static_cast<T>(static_cast<const uint8_t*>(base)[idx]);
   }
   return T(0);
 }
 template <typename T>
 DISTILL_HD void store_as(void* base, int64_t idx, DType t, T v) {
   switch (t) {
-    case DType::F32: static_cast<float*>(base)[idx] = static_cast<float>(v); break;
-    case DType::F64: static_cast<double*>(base)[idx] = static_cast<double>(v); break;
-    case DType::BF16: static_cast<uint16_t*>(base)[idx] = float_to_bf16_bits(static_cast<float>(v)); break;
-    case DType::F16: static_cast<uint16_t*>(base)[idx] = float_to_f16_bits(static_cast<float>(v)); break;
-    case DType::I32: static_cast<int32_t*>(base)[idx] = static_cast<int32_t>(v); break;
-    case DType::I64: static_cast<int64_t*>(base)[idx] = static_cast<int64_t>(v); break;
-    case DType::U8: static_cast<uint8_t*>(base)[idx] = static_cast<uint8_t>(v); break;
+    case DType::F32:
+      static_cast<float*>(base)[idx] = static_cast<float>(v);
+      break;
+    case DType::F64:
+      static_cast<double*>(base)[idx] = static_cast<double>(v);
+      break;
+    case DType::BF16:
+      static_cast<uint16_t*>(base)[idx] = float_to_bf16_bits(static_cast<float>(v));
+      break;
+    case DType::F16:
+      static_cast<uint16_t*>(base)[idx] = float_to_f16_bits(static_cast<float>(v));
+      break;
+    case DType::I32:
+      static_cast<int32_t*>(base)[idx] = static_cast<int32_t>(v);
+      break;
+    case DType::I64:
+      static_cast<int64_t*>(base)[idx] = static_cast<int64_t>(v);
+      break;
+    case DType::U8:
+      static_cast<uint8_t*>(base)[idx] = static_cast<uint8_t>(v);
+      break;
   }
 }
 

@@ -7,7 +7,17 @@
 namespace distill::kernels {
 
 enum class UnaryOp : uint8_t {
-  Neg, Exp, Log, Sqrt, Rsqrt, Tanh, Sigmoid, Relu, Gelu, QuickGelu, Abs,
+  Neg,
+  Exp,
+  Log,
+  Sqrt,
+  Rsqrt,
+  Tanh,
+  Sigmoid,
+  Relu,
+  Gelu,
+  QuickGelu,
+  Abs,
   AddScalar,  // x + s
   MulScalar,  // x * s
   PowScalar,  // x ^ s

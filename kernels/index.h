@@ -8,7 +8,7 @@
 namespace distill::kernels {
 
 struct IndexArgs {
-  DType dtype = DType::F32;   // dtype of src/out
+  DType dtype = DType::F32;  // dtype of src/out
   DType index_dtype = DType::I64;
   int64_t outer = 1, inner = 1;
   int64_t src_n = 0;  // size of the indexed dim in src

@@ -22,10 +22,10 @@ DISTILL_HD void philox_mulhilo(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& l
   lo = static_cast<uint32_t>(p);
 }
 
-DISTILL_HD Philox4 philox4x32_10(uint64_t counter, uint64_t seed) {
-  uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32);
-  uint32_t c2 = 0, c3 = 0;
-  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+// The full Philox4x32-10 bijection on a 4-word counter and a 2-word key (Random123's
+// philox4x32_R(10, ...)); exposed so its published known-answer vectors can be tested.
+DISTILL_HD Philox4 philox4x32_10_words(Philox4 ctr, uint32_t k0, uint32_t k1) {
+  uint32_t c0 = ctr.v[0], c1 = ctr.v[1], c2 = ctr.v[2], c3 = ctr.v[3];
   for (int round = 0; round < 10; ++round) {
     uint32_t hi0, lo0, hi1, lo1;
     philox_mulhilo(0xD2511F53u, c0, hi0, lo0);
@@ -44,6 +44,13 @@ DISTILL_HD Philox4 philox4x32_10(uint64_t counter, uint64_t seed) {
   return Philox4{{c0, c1, c2, c3}};
 }
 
+// The engine's stream: counter words (low, high, 0, 0) of `counter`, key words (low, high) of
+// `seed`.
+DISTILL_HD Philox4 philox4x32_10(uint64_t counter, uint64_t seed) {
+  const Philox4 ctr{{static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32), 0u, 0u}};
+  return philox4x32_10_words(ctr, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+}
+
 // Uniform in [0, 1) with 24 random bits: exact in float, so CPU and CUDA agree bit for bit.
 DISTILL_HD float philox_uniform(uint64_t seed, uint64_t index) {
   return static_cast<float>(philox4x32_10(index, seed).v[0] >> 8) * (1.0f / 16777216.0f);
@@ -57,6 +64,16 @@ DISTILL_HD double philox_normal(uint64_t seed, uint64_t index) {
   const double u1 = (static_cast<double>(r.v[0]) + 1.0) * (1.0 / 4294967296.0);
   const double u2 = static_cast<double>(r.v[1]) * (1.0 / 4294967296.0);
   return sqrt(-2.0 * log(u1)) * cos(6.283185307179586476925286766559 * u2);
+}
+
+// The values random fills store (before the one rounding to the destination dtype). Both
+// backends must use these: an explicit fma rounds once everywhere, whereas nvcc would contract
+// a plain `a + b * c` into an fma on the device but not on the host, and the streams would differ.
+DISTILL_HD double philox_uniform_in(uint64_t seed, uint64_t index, double low, double high) {
+  return fma(high - low, static_cast<double>(philox_uniform(seed, index)), low);
+}
+DISTILL_HD double philox_normal_with(uint64_t seed, uint64_t index, double mean, double std) {
+  return fma(std, philox_normal(seed, index), mean);
 }
 
 }  // namespace distill::kernels

@@ -16,14 +16,17 @@
 namespace distill::testing {
 
 // Every backend-comparison test is a TEST_P over these; CUDA instances skip without a GPU.
-inline std::vector<Device> all_backends() { return {Device::cpu(), Device::cuda(0)}; }
+inline std::vector<Device> all_backends() {
+  return {Device::cpu(), Device::cuda(0)};
+}
 inline std::string backend_name(const ::testing::TestParamInfo<Device>& info) {
   return info.param.is_cpu() ? "cpu" : "cuda";
 }
-#define DISTILL_SKIP_IF_NO_DEVICE(device)                                               \
-  do {                                                                                   \
-    if ((device).is_cuda() && !::distill::cuda_available())                             \
-      GTEST_SKIP() << "no CUDA device" << (::distill::cuda_compiled() ? "" : " (CUDA not compiled in)"); \
+#define DISTILL_SKIP_IF_NO_DEVICE(device)                                            \
+  do {                                                                               \
+    if ((device).is_cuda() && !::distill::cuda_available())                          \
+      GTEST_SKIP() << "no CUDA device"                                               \
+                   << (::distill::cuda_compiled() ? "" : " (CUDA not compiled in)"); \
   } while (0)
 
 class BackendTest : public ::testing::TestWithParam<Device> {
@@ -65,9 +68,9 @@ inline ::testing::AssertionResult all_close(const Tensor& a, const Tensor& b, do
       if (std::isnan(va[i]) != std::isnan(vb[i])) any_bad = true;
     if (!any_bad) return ::testing::AssertionSuccess();
   }
-  return ::testing::AssertionFailure() << "max error " << worst << " at element " << worst_i
-                                       << ": " << va[worst_i] << " vs " << vb[worst_i]
-                                       << " (atol " << atol << ", rtol " << rtol << ")";
+  return ::testing::AssertionFailure()
+         << "max error " << worst << " at element " << worst_i << ": " << va[worst_i] << " vs "
+         << vb[worst_i] << " (atol " << atol << ", rtol " << rtol << ")";
 }
 
 // Finite-difference gradient check in float64 on the CPU. `fn` maps the inputs (F64, CPU,
@@ -78,7 +81,8 @@ inline ::testing::AssertionResult gradcheck(
     double eps = 1e-6, double atol = 1e-6, double rtol = 1e-5) {
   for (auto& x : inputs) {
     if (x.dtype() != DType::F64 || !x.device().is_cpu())
-      return ::testing::AssertionFailure() << "gradcheck needs F64 CPU inputs, got " << x.describe();
+      return ::testing::AssertionFailure()
+             << "gradcheck needs F64 CPU inputs, got " << x.describe();
     x = x.detach().contiguous();
     x.set_requires_grad(true);
   }

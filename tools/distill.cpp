@@ -1,2 +1,63 @@
+// The `distill` command-line tool: one binary, one subcommand per job.
 #include <cstdio>
-int main() { std::puts("distill"); return 0; }
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "core/error.h"
+#include "tools/cli.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  const char* summary;
+  int (*run)(int, char**);
+};
+
+const Command kCommands[] = {
+    {"info", "print the version, backends, GPUs, BLAS and threads", distill::cli::cmd_info},
+    {"bench", "run a benchmark against a reference in the same process (gemm)",
+     distill::cli::cmd_bench},
+};
+
+void print_usage(FILE* out) {
+  std::fprintf(out,
+               "distill %s — image-language self-distillation engine\n\n"
+               "usage: distill <command> [options]\n       distill <command> --help\n\ncommands:\n",
+               DISTILL_VERSION);
+  for (const auto& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    print_usage(stderr);
+    return 2;
+  }
+  const std::string name = argv[1];
+  if (name == "--help" || name == "-h" || name == "help") {
+    print_usage(stdout);
+    return 0;
+  }
+  if (name == "--version") {
+    std::printf("distill %s\n", DISTILL_VERSION);
+    return 0;
+  }
+  for (const auto& c : kCommands) {
+    if (name != c.name) continue;
+    try {
+      return c.run(argc, argv);
+    } catch (const distill::cli::UsageError& e) {
+      std::fprintf(stderr, "error: %s\n(see 'distill %s --help')\n", e.what(), c.name);
+      return 2;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "error: %s\n", e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "error: unknown command '%s'\n\n", name.c_str());
+  print_usage(stderr);
+  return 2;
+}

@@ -21,8 +21,8 @@ void check_same_device(const char* op, std::initializer_list<const Tensor*> ts) 
       first = t;
       continue;
     }
-    DISTILL_CHECK(t->device() == first->device(), op, ": inputs on different devices: ",
-                  first->describe(), " and ", t->describe());
+    DISTILL_CHECK(t->device() == first->device(), op,
+                  ": inputs on different devices: ", first->describe(), " and ", t->describe());
   }
 }
 

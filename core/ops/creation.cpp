@@ -16,10 +16,18 @@ Tensor full(const Shape& shape, double value, TensorOptions opts) {
   if (opts.requires_grad) t.set_requires_grad(true);
   return t;
 }
-Tensor zeros(const Shape& shape, TensorOptions opts) { return full(shape, 0.0, opts); }
-Tensor ones(const Shape& shape, TensorOptions opts) { return full(shape, 1.0, opts); }
-Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), TensorOptions(t.dtype(), t.device())); }
-Tensor ones_like(const Tensor& t) { return ones(t.shape(), TensorOptions(t.dtype(), t.device())); }
+Tensor zeros(const Shape& shape, TensorOptions opts) {
+  return full(shape, 0.0, opts);
+}
+Tensor ones(const Shape& shape, TensorOptions opts) {
+  return full(shape, 1.0, opts);
+}
+Tensor zeros_like(const Tensor& t) {
+  return zeros(t.shape(), TensorOptions(t.dtype(), t.device()));
+}
+Tensor ones_like(const Tensor& t) {
+  return ones(t.shape(), TensorOptions(t.dtype(), t.device()));
+}
 
 Tensor arange(double start, double end, double step, TensorOptions opts) {
   DISTILL_CHECK(step != 0, "arange: step must be nonzero");
@@ -39,7 +47,8 @@ Tensor random_tensor(kernels::RandomKind kind, const Shape& shape, double a, dou
   Tensor t = Tensor::empty(shape, TensorOptions(opts.dtype, opts.device));
   Generator& g = gen ? *gen : default_generator();
   const uint64_t offset = g.advance(static_cast<uint64_t>(t.numel()));
-  if (t.numel() > 0) DISTILL_DISPATCH(t.device(), random_fill, kind, t.view_desc(), g.seed(), offset, a, b);
+  if (t.numel() > 0)
+    DISTILL_DISPATCH(t.device(), random_fill, kind, t.view_desc(), g.seed(), offset, a, b);
   if (opts.requires_grad) t.set_requires_grad(true);
   return t;
 }
@@ -84,9 +93,8 @@ Tensor to_device(const Tensor& x, Device device) {
                 ": this build has no CUDA support");
   Tensor y = transfer(x, device);
   const Device from = x.device();
-  record_fn(y, "to_device", {x}, [from](const Tensor& g) {
-    return std::vector<Tensor>{to_device(g, from)};
-  });
+  record_fn(y, "to_device", {x},
+            [from](const Tensor& g) { return std::vector<Tensor>{to_device(g, from)}; });
   return y;
 }
 
@@ -97,9 +105,8 @@ Tensor to_dtype(const Tensor& x, DType dtype) {
   if (y.numel() > 0) DISTILL_DISPATCH(x.device(), copy, x.view_desc(), y.view_desc());
   const DType from = x.dtype();
   if (is_floating(dtype) && is_floating(from)) {
-    record_fn(y, "to_dtype", {x}, [from](const Tensor& g) {
-      return std::vector<Tensor>{to_dtype(g, from)};
-    });
+    record_fn(y, "to_dtype", {x},
+              [from](const Tensor& g) { return std::vector<Tensor>{to_dtype(g, from)}; });
   }
   return y;
 }
@@ -121,8 +128,8 @@ Tensor clone(const Tensor& x) {
 Tensor& Tensor::copy_(const Tensor& src) {
   check_defined("copy_", *this, "self");
   check_defined("copy_", src, "src");
-  DISTILL_CHECK(!(grad_enabled() && requires_grad() && !is_leaf()),
-                "copy_: in-place copy into ", describe(), " which is part of an autograd graph");
+  DISTILL_CHECK(!(grad_enabled() && requires_grad() && !is_leaf()), "copy_: in-place copy into ",
+                describe(), " which is part of an autograd graph");
   Tensor s = src;
   if (s.shape() != shape()) {
     NoGradGuard guard;

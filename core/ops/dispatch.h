@@ -9,11 +9,11 @@ namespace distill::detail {
 }  // namespace distill::detail
 
 #if DISTILL_HAS_CUDA
-#define DISTILL_DISPATCH(device, fn, ...)                                                  \
-  ((device).is_cuda() ? ::distill::kernels::cuda::fn(__VA_ARGS__)                          \
+#define DISTILL_DISPATCH(device, fn, ...)                         \
+  ((device).is_cuda() ? ::distill::kernels::cuda::fn(__VA_ARGS__) \
                       : ::distill::kernels::cpu::fn(__VA_ARGS__))
 #else
-#define DISTILL_DISPATCH(device, fn, ...)                                                  \
-  (((device).is_cuda() ? ::distill::detail::no_cuda(#fn) : (void)0),                      \
+#define DISTILL_DISPATCH(device, fn, ...)                            \
+  (((device).is_cuda() ? ::distill::detail::no_cuda(#fn) : (void)0), \
    ::distill::kernels::cpu::fn(__VA_ARGS__))
 #endif

@@ -95,9 +95,8 @@ Tensor view(const Tensor& x, const Shape& shape) {
                 " without a copy; use reshape");
   Tensor y = make_view_of(x, target, *strides, x.offset());
   const Shape in_shape = x.shape();
-  record_fn(y, "view", {x}, [in_shape](const Tensor& g) {
-    return std::vector<Tensor>{reshape(g, in_shape)};
-  });
+  record_fn(y, "view", {x},
+            [in_shape](const Tensor& g) { return std::vector<Tensor>{reshape(g, in_shape)}; });
   return y;
 }
 
@@ -124,9 +123,8 @@ Tensor permute(const Tensor& x, const Shape& dims) {
     inverse[d] = i;
   }
   Tensor y = make_view_of(x, shape, strides, x.offset());
-  record_fn(y, "permute", {x}, [inverse](const Tensor& g) {
-    return std::vector<Tensor>{permute(g, inverse)};
-  });
+  record_fn(y, "permute", {x},
+            [inverse](const Tensor& g) { return std::vector<Tensor>{permute(g, inverse)}; });
   return y;
 }
 
@@ -189,9 +187,8 @@ Tensor expand(const Tensor& x, const Shape& shape) {
   }
   Tensor y = make_view_of(x, out, strides, x.offset());
   const Shape in_shape = x.shape();
-  record_fn(y, "expand", {x}, [in_shape](const Tensor& g) {
-    return std::vector<Tensor>{sum_to(g, in_shape)};
-  });
+  record_fn(y, "expand", {x},
+            [in_shape](const Tensor& g) { return std::vector<Tensor>{sum_to(g, in_shape)}; });
   return y;
 }
 
@@ -224,8 +221,8 @@ Tensor select(const Tensor& x, int64_t dim, int64_t index) {
   const int64_t d = normalize_dim(dim, x.dim(), "select");
   const int64_t size = x.shape()[d];
   const int64_t i = index < 0 ? index + size : index;
-  DISTILL_CHECK(i >= 0 && i < size, "select: index ", index, " out of range for dim ", dim,
-                " of ", x.describe());
+  DISTILL_CHECK(i >= 0 && i < size, "select: index ", index, " out of range for dim ", dim, " of ",
+                x.describe());
   return squeeze(slice(x, d, i, i + 1), d);
 }
 

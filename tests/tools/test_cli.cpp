@@ -1,0 +1,105 @@
+// The `distill` binary as a user runs it: help, info, bench, and bad arguments.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace {
+
+struct Result {
+  int exit_code;
+  std::string out;  // stdout and stderr together
+};
+
+Result run_distill(const std::string& args) {
+  const std::string cmd = std::string(DISTILL_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return {-1, "popen failed"};
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+// Only the JSON document (stdout) — stderr is kept apart for --json commands.
+std::string run_json(const std::string& args) {
+  const std::string cmd = std::string(DISTILL_BINARY) + " " + args + " 2>/dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  pclose(p);
+  return out;
+}
+
+TEST(Cli, HelpListsCommands) {
+  Result r = run_distill("--help");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("info"), std::string::npos);
+  EXPECT_NE(r.out.find("bench"), std::string::npos);
+  Result sub = run_distill("info --help");
+  EXPECT_EQ(sub.exit_code, 0);
+  EXPECT_NE(sub.out.find("--json"), std::string::npos);
+}
+
+TEST(Cli, InfoJsonHasTheFields) {
+  auto j = nlohmann::json::parse(run_json("info --json"));
+  EXPECT_TRUE(j.contains("version"));
+  EXPECT_TRUE(j["cuda_compiled"].is_boolean());
+  EXPECT_TRUE(j["gpus"].is_array());
+  EXPECT_NE(j["blas"].get<std::string>().find("OpenBLAS"), std::string::npos);
+  EXPECT_GE(j["threads"].get<int>(), 1);
+  Result text = run_distill("info");
+  EXPECT_EQ(text.exit_code, 0);
+  if (j["gpus"].empty()) {
+    EXPECT_NE(text.out.find("no GPU"), std::string::npos) << text.out;
+  }
+}
+
+TEST(Cli, UnknownCommandAndOptionsAreUsageErrors) {
+  Result r = run_distill("frobnicate");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.out.find("unknown command 'frobnicate'"), std::string::npos) << r.out;
+  Result o = run_distill("info --colour");
+  EXPECT_EQ(o.exit_code, 2);
+  EXPECT_NE(o.out.find("unknown option '--colour'"), std::string::npos) << o.out;
+  Result none = run_distill("");
+  EXPECT_EQ(none.exit_code, 2);
+}
+
+TEST(Cli, BenchGemmReportsARatioAgainstCblas) {
+  auto j =
+      nlohmann::json::parse(run_json("bench gemm --device cpu --sizes 48,64 --iters 1 --json"));
+  ASSERT_EQ(j["rows"].size(), 2u);
+  for (const auto& row : j["rows"]) {
+    EXPECT_EQ(row["peer"], "cblas_sgemm");
+    EXPECT_GT(row["ratio"].get<double>(), 0.0);
+    // Same computation on the same buffers: the results must agree to fp32 rounding.
+    EXPECT_LT(row["max_rel_diff"].get<double>(), 1e-5);
+  }
+}
+
+TEST(Cli, BenchRejectsBadArguments) {
+  Result sizes = run_distill("bench gemm --sizes 12,abc");
+  EXPECT_EQ(sizes.exit_code, 2);
+  EXPECT_NE(sizes.out.find("--sizes"), std::string::npos) << sizes.out;
+  Result target = run_distill("bench nothing");
+  EXPECT_EQ(target.exit_code, 2);
+  EXPECT_NE(target.out.find("unknown benchmark 'nothing'"), std::string::npos) << target.out;
+  Result dev = run_distill("bench gemm --device tpu");
+  EXPECT_EQ(dev.exit_code, 2);
+  Result iters = run_distill("bench gemm --iters x");
+  EXPECT_EQ(iters.exit_code, 2);
+  EXPECT_NE(iters.out.find("expects an integer"), std::string::npos) << iters.out;
+  Result missing = run_distill("bench gemm --sizes");
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_NE(missing.out.find("needs a value"), std::string::npos) << missing.out;
+}
+
+}  // namespace

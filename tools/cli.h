@@ -1,0 +1,53 @@
+// Minimal command-line parsing for the `distill` subcommands: `--name value`, `--name=value` and
+// boolean `--flag`. Unknown options and missing values are errors that name the option.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace distill::cli {
+
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct OptionSpec {
+  std::string name;  // without leading dashes
+  bool takes_value;
+  std::string help;
+  std::string default_value;  // shown in --help
+};
+
+class Args {
+ public:
+  Args(std::string command, std::vector<OptionSpec> specs)
+      : command_(std::move(command)), specs_(std::move(specs)) {}
+
+  // Parses argv[first..]; throws UsageError on unknown options or missing values.
+  void parse(int argc, char** argv, int first);
+  bool flag(const std::string& name) const { return flags_.count(name) > 0; }
+  std::optional<std::string> value(const std::string& name) const;
+  std::string value_or(const std::string& name, const std::string& fallback) const;
+  int64_t int_or(const std::string& name, int64_t fallback) const;
+  const std::vector<std::string>& positional() const { return positional_; }
+  std::string help(const std::string& summary) const;
+
+ private:
+  const OptionSpec* find(const std::string& name) const;
+  std::string command_;
+  std::vector<OptionSpec> specs_;
+  std::set<std::string> flags_;
+  std::map<std::string, std::string> values_;
+  std::vector<std::string> positional_;
+};
+
+// Subcommand entry points (return the process exit code).
+int cmd_info(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
+
+}  // namespace distill::cli
