@@ -3,6 +3,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "core/autocast.h"
 #include "core/error.h"
 #include "core/ops.h"
 
@@ -70,6 +71,8 @@ void run_backward(const Tensor& root, const Tensor& grad_in) {
   DISTILL_CHECK(root.requires_grad(), "backward: ", root.describe(),
                 " does not require grad (no input of the graph has requires_grad set)");
   NoGradGuard no_grad;  // backward formulas are not themselves recorded
+  // Gradients keep the dtypes the forward produced; autocast applies to forward ops only.
+  AutocastGuard no_autocast(autocast_dtype(), /*enabled=*/false);
   Tensor grad = grad_in;
   if (!grad.defined()) {
     DISTILL_CHECK(root.numel() == 1, "backward: implicit gradient needs a scalar output, got ",

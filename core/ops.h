@@ -141,3 +141,10 @@ void check_same_device(const char* op, std::initializer_list<const Tensor*> ts);
 void check_defined(const char* op, const Tensor& t, const char* arg);
 
 }  // namespace distill
+
+// Fused op families (each in its own header).
+#include "core/ops_attention.h"
+#include "core/ops_conv.h"
+#include "core/ops_loss.h"
+#include "core/ops_norm.h"
+#include "core/ops_optim.h"

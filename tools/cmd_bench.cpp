@@ -12,6 +12,7 @@
 
 #include "core/ops.h"
 #include "kernels/device.h"
+#include "tools/bench_kernels.h"
 #include "tools/bench_util.h"
 #include "tools/cli.h"
 
@@ -165,6 +166,73 @@ int bench_gemm(const Args& args) {
   return 0;
 }
 
+// `distill bench kernels`: every hand-written kernel family against its reference.
+int bench_kernels(const Args& args) {
+  const Device device = bench_device(args, "kernels");
+  const int iters = static_cast<int>(args.int_or("iters", device.is_cpu() ? 3 : 20));
+  if (iters < 1) throw UsageError("distill bench kernels: --iters must be at least 1");
+  const std::string only = args.value_or("only", "attention,conv,loss,optim");
+  struct Family {
+    const char* name;
+    nlohmann::json (*run)(const Device&, int);
+  };
+  const Family families[] = {{"attention", bench_attention},
+                             {"conv", bench_conv},
+                             {"loss", bench_loss},
+                             {"optim", bench_optim}};
+  std::vector<std::string> wanted;
+  {
+    std::stringstream ss(only);
+    std::string tok;
+    while (std::getline(ss, tok, ',')) {
+      bool known = false;
+      for (const auto& f : families) known = known || tok == f.name;
+      if (!known)
+        throw UsageError(
+            "distill bench kernels: --only accepts attention, conv, loss, optim; got '" + tok +
+            "'");
+      wanted.push_back(tok);
+    }
+  }
+  nlohmann::json rows = nlohmann::json::array();
+  const bool json = args.flag("json");
+  if (!json) {
+    std::printf("kernels on %s: ours vs the reference in the same process\n", device.str().c_str());
+    std::printf("%-22s %-20s %-5s %10s %-24s %10s %7s %10s\n", "kernel", "shape", "dtype",
+                "ours ms", "peer", "peer ms", "ratio", "TF/s|GB/s");
+  }
+  for (const auto& f : families) {
+    if (std::find(wanted.begin(), wanted.end(), f.name) == wanted.end()) continue;
+    nlohmann::json fam_rows;
+    try {
+      fam_rows = f.run(device, iters);
+    } catch (const std::exception& e) {
+      fam_rows = nlohmann::json::array({{{"kernel", f.name}, {"error", e.what()}}});
+    }
+    for (auto& r : fam_rows) {
+      rows.push_back(r);
+      if (json) continue;
+      if (r.contains("error")) {
+        std::printf("%-22s ERROR: %s\n", r.value("kernel", "?").c_str(),
+                    r["error"].get<std::string>().c_str());
+        continue;
+      }
+      const double rate = r.contains("tflops") ? r["tflops"].get<double>() : r.value("gbps", 0.0);
+      std::printf("%-22s %-20s %-5s %10.3f %-24s %10.3f %7.3f %10.2f%s\n",
+                  r.value("kernel", "").c_str(), r.value("shape", "").c_str(),
+                  r.value("dtype", "").c_str(), r.value("ours_ms", 0.0),
+                  r.value("peer", "").c_str(), r.value("peer_ms", 0.0), r.value("ratio", 0.0), rate,
+                  r.contains("tflops") ? " TF/s" : " GB/s");
+    }
+    std::fflush(stdout);
+  }
+  if (json) {
+    nlohmann::json j = {{"bench", "kernels"}, {"device", device.str()}, {"rows", rows}};
+    std::printf("%s\n", j.dump(2).c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
@@ -174,13 +242,16 @@ int cmd_bench(int argc, char** argv) {
        {"dtype", true, "comma-separated dtypes (f32, bf16 on CUDA)", "f32 (CPU), f32,bf16 (CUDA)"},
        {"sizes", true, "comma-separated square sizes n (n x n x n GEMMs)", ""},
        {"iters", true, "timed iterations per case (median reported)", "5 CPU / 20 CUDA"},
+       {"only", true, "kernels: comma-separated families (attention, conv, loss, optim)", "all"},
        {"json", false, "print machine-readable JSON", ""},
        {"help", false, "show this help", ""}});
   args.parse(argc, argv, 2);
   const std::string summary =
       "Benchmarks, each against a reference measured in the same process. Targets:\n"
       "  gemm     distill matmul vs a direct cblas_sgemm (CPU) or cublasGemmEx (CUDA) call\n"
-            "usage: distill bench gemm [options]";
+      "  kernels  attention, convolution, softmax-cross-entropy and AdamW vs cuBLAS/cuDNN/copy\n"
+      "           bandwidth (CUDA) or naive / im2col+OpenBLAS references (CPU)\n\n"
+      "usage: distill bench gemm|kernels [options]";
   if (args.flag("help") || args.positional().empty()) {
     std::fputs(args.help(summary).c_str(), args.flag("help") ? stdout : stderr);
     return args.flag("help") ? 0 : 2;
@@ -189,7 +260,8 @@ int cmd_bench(int argc, char** argv) {
   if (args.positional().size() > 1)
     throw UsageError("distill bench: unexpected argument '" + args.positional()[1] + "'");
   if (target == "gemm") return bench_gemm(args);
-  throw UsageError("distill bench: unknown benchmark '" + target + "' (available: gemm)");
+  if (target == "kernels") return bench_kernels(args);
+  throw UsageError("distill bench: unknown benchmark '" + target + "' (available: gemm, kernels)");
 }
 
 }  // namespace distill::cli

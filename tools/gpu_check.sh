@@ -75,9 +75,22 @@ timeout 60 "$BUILD/distill" bench gemm --device cuda --dtype f32,bf16 --sizes 10
   | tee "$OUT/bench_gemm.txt"
 timeout 30 "$BUILD/distill" bench gemm --device cpu --sizes 512,1024 | tee "$OUT/bench_gemm_cpu.txt"
 
+echo "== bench kernels $(elapsed)"
+timeout "${KERNEL_BENCH_SECONDS:-150}" "$BUILD/distill" bench kernels --device cuda --iters 5 --json >"$OUT/bench_kernels.json" 2>"$OUT/bench_kernels.err"
+note bench-kernels "rc=$?" "$(tail -n1 "$OUT/bench_kernels.err")"
+echo "== torch kernels $(elapsed)"
+if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+  timeout "${TORCH_BENCH_SECONDS:-100}" python3 tools/bench/torch_kernels.py --iters 5 >"$OUT/torch_kernels.json" 2>"$OUT/torch_kernels.err"
+  note torch-kernels "rc=$?" "$(python3 -c 'import torch; print(torch.__version__)')"
+else
+  note torch-kernels skipped "no python3 with CUDA torch"
+fi
+
 echo
 echo "================ gpu_check summary ($(elapsed)) ================"
 printf '%s\n' "${summary[@]}" | column -t -s'|'
 echo "-- gemm (ours vs cuBLAS, same process)"
 cat "$OUT/bench_gemm.txt"
+echo "-- kernels (ours vs in-process peer, and PyTorch on the same card)"
+python3 tools/bench/side_by_side.py "$OUT/bench_kernels.json" "$OUT/torch_kernels.json"
 exit $status

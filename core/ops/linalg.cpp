@@ -3,6 +3,7 @@
 // gradients come from the view ops (expand's backward sums over broadcast batch dims).
 #include <algorithm>
 
+#include "core/autocast.h"
 #include "core/error.h"
 #include "core/ops.h"
 #include "core/ops/dispatch.h"
@@ -105,6 +106,7 @@ Shape concat_shapes(Shape head, const Shape& tail) {
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
+  if (auto c = autocast_to_low({a, b})) return matmul((*c)[0], (*c)[1]);
   check_matmul_operands("matmul", a, b);
   DISTILL_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: needs tensors of rank >= 1, got ",
                 a.describe(), " and ", b.describe());
@@ -135,6 +137,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor bmm(const Tensor& a, const Tensor& b) {
+  if (auto c = autocast_to_low({a, b})) return bmm((*c)[0], (*c)[1]);
   check_matmul_operands("bmm", a, b);
   DISTILL_CHECK(
       a.dim() == 3 && b.dim() == 3 && a.shape()[0] == b.shape()[0] && a.shape()[2] == b.shape()[1],
@@ -144,6 +147,7 @@ Tensor bmm(const Tensor& a, const Tensor& b) {
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  if (auto c = autocast_to_low({x, weight, bias})) return linear((*c)[0], (*c)[1], (*c)[2]);
   check_matmul_operands("linear", x, weight);
   DISTILL_CHECK(weight.dim() == 2, "linear: weight must be [out, in], got ", weight.describe());
   const int64_t in = weight.shape()[1], out_features = weight.shape()[0];

@@ -3,6 +3,7 @@
 // interest into place and records one autograd node per op.
 #include <algorithm>
 
+#include "core/autocast.h"
 #include "core/error.h"
 #include "core/ops.h"
 #include "core/ops/dispatch.h"
@@ -159,14 +160,18 @@ Tensor gather_same_extent(const Tensor& src, int64_t d, const Tensor& index) {
 }  // namespace
 
 Tensor softmax(const Tensor& x, int64_t dim) {
+  if (auto c = autocast_to_fp32({x})) return softmax((*c)[0], dim);
   return softmax_impl(x, dim, /*log=*/false);
 }
 Tensor log_softmax(const Tensor& x, int64_t dim) {
+  if (auto c = autocast_to_fp32({x})) return log_softmax((*c)[0], dim);
   return softmax_impl(x, dim, /*log=*/true);
 }
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
                   int64_t normalized_dims) {
+  if (auto c = autocast_to_fp32({x, weight, bias}))
+    return layer_norm((*c)[0], (*c)[1], (*c)[2], eps, normalized_dims);
   check_defined("layer_norm", x, "x");
   check_floating(x, "layer_norm");
   check_same_device("layer_norm", {&x, &weight, &bias});
