@@ -28,26 +28,6 @@ bool cuda_available() {
   return cuda_device_count() > 0;
 }
 
-const char* dtype_name(DType t) {
-  switch (t) {
-    case DType::F32:
-      return "f32";
-    case DType::F64:
-      return "f64";
-    case DType::BF16:
-      return "bf16";
-    case DType::F16:
-      return "f16";
-    case DType::I32:
-      return "i32";
-    case DType::I64:
-      return "i64";
-    case DType::U8:
-      return "u8";
-  }
-  return "?";
-}
-
 DType dtype_from_name(const std::string& name) {
   for (DType t :
        {DType::F32, DType::F64, DType::BF16, DType::F16, DType::I32, DType::I64, DType::U8})

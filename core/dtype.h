@@ -10,7 +10,7 @@ using DType = kernels::DType;
 using kernels::dtype_size;
 using kernels::is_floating;
 
-const char* dtype_name(DType t);                 // "f32", "bf16", ...
+using kernels::dtype_name;                       // "f32", "bf16", ...
 DType dtype_from_name(const std::string& name);  // throws on unknown names
 
 }  // namespace distill

@@ -37,6 +37,26 @@ DISTILL_HD int64_t dtype_size(DType t) {
   return 0;
 }
 
+DISTILL_HD const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::F32:
+      return "f32";
+    case DType::F64:
+      return "f64";
+    case DType::BF16:
+      return "bf16";
+    case DType::F16:
+      return "f16";
+    case DType::I32:
+      return "i32";
+    case DType::I64:
+      return "i64";
+    case DType::U8:
+      return "u8";
+  }
+  return "?";
+}
+
 DISTILL_HD bool is_floating(DType t) {
   return t == DType::F32 || t == DType::F64 || t == DType::BF16 || t == DType::F16;
 }

@@ -42,6 +42,16 @@ inline Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype = DTy
   return uniform(shape, low, high, TensorOptions(dtype, Device::cpu()), &g);
 }
 
+// Float64 random input for gradient checks.
+inline Tensor f64(const Shape& shape, uint64_t seed, double low = -2.0, double high = 2.0) {
+  return random_tensor(shape, seed, DType::F64, low, high);
+}
+
+// Whether an error message mentions `s` (tests check that errors name the op, shapes, files).
+inline bool message_has(const Error& e, const std::string& s) {
+  return std::string(e.what()).find(s) != std::string::npos;
+}
+
 // Elementwise |a - b| <= atol + rtol * |b|; reports the worst element.
 inline ::testing::AssertionResult all_close(const Tensor& a, const Tensor& b, double atol,
                                             double rtol) {

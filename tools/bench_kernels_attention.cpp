@@ -51,27 +51,8 @@ constexpr AttentionShape kShapes[] = {
 constexpr int64_t kCpuBatch = 4;  // the CPU runs the same shapes on a smaller batch
 
 // max |a - b| / max |b|.
-double max_rel_diff(const Tensor& a, const Tensor& b) {
-  const auto va = a.to_double_vector(), vb = b.to_double_vector();
-  double scale = 0, diff = 0;
-  for (size_t i = 0; i < va.size(); ++i) {
-    scale = std::max(scale, std::fabs(vb[i]));
-    diff = std::max(diff, std::fabs(va[i] - vb[i]));
-  }
-  return scale > 0 ? diff / scale : diff;
-}
 
 #if DISTILL_HAS_CUDA
-cublasHandle_t cublas_handle() {
-  static cublasHandle_t handle = [] {
-    cublasHandle_t h;
-    if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS)
-      throw std::runtime_error("bench attention: cublasCreate failed");
-    cublasSetStream(h, static_cast<cudaStream_t>(kernels::cuda::stream()));
-    return h;
-  }();
-  return handle;
-}
 
 // The unfused composition on raw buffers. Every matrix is row-major per (batch, head); cuBLAS is
 // column-major, so a row-major [r, c] matrix is passed as the column-major [c, r] one.

@@ -41,16 +41,6 @@ constexpr ConvShape kShapes[] = {
 };
 constexpr int64_t kCpuBatch = 1;
 
-double max_rel_diff(const Tensor& a, const Tensor& b) {
-  const auto va = a.to_double_vector(), vb = b.to_double_vector();
-  double scale = 0, diff = 0;
-  for (size_t i = 0; i < va.size(); ++i) {
-    scale = std::max(scale, std::fabs(vb[i]));
-    diff = std::max(diff, std::fabs(va[i] - vb[i]));
-  }
-  return scale > 0 ? diff / scale : diff;
-}
-
 // ---- naive direct convolution on f32 CPU tensors (the CPU peer)
 
 struct Geo {

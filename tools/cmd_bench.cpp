@@ -45,27 +45,7 @@ std::vector<int64_t> parse_sizes(const std::string& s) {
   return out;
 }
 
-double max_rel_diff(const Tensor& a, const Tensor& b) {
-  const auto va = a.to_double_vector(), vb = b.to_double_vector();
-  double scale = 0, diff = 0;
-  for (size_t i = 0; i < va.size(); ++i) {
-    scale = std::max(scale, std::fabs(vb[i]));
-    diff = std::max(diff, std::fabs(va[i] - vb[i]));
-  }
-  return scale > 0 ? diff / scale : diff;
-}
-
 #if DISTILL_HAS_CUDA
-cublasHandle_t cublas_handle() {
-  static cublasHandle_t h = [] {
-    cublasHandle_t handle;
-    if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS)
-      throw std::runtime_error("cublasCreate failed");
-    cublasSetStream(handle, static_cast<cudaStream_t>(kernels::cuda::stream()));
-    return handle;
-  }();
-  return h;
-}
 #endif
 
 // Reference: C = A @ B for row-major A [n, n], B [n, n] called directly on the library.

@@ -1479,7 +1479,7 @@ void check_native_dtype(DType t, const char* op) {
   if (t != DType::F32 && t != DType::BF16)
     throw std::invalid_argument(std::string(op) +
                                 ": the native CUDA convolution supports f32 and bf16, got " +
-                                dtype_label(t));
+                                dtype_name(t));
 }
 
 }  // namespace

@@ -75,7 +75,7 @@ cudnnDataType_t data_type(DType t, const char* op) {
     default:
       throw std::invalid_argument(std::string(op) +
                                   ": the cuDNN convolution supports f32, bf16 and f16, got " +
-                                  dtype_label(t));
+                                  dtype_name(t));
   }
 }
 

@@ -32,10 +32,8 @@ namespace distill::kernels::cuda {
       ::distill::kernels::cuda::throw_cuda_error(distill_cuda_err_, #expr, __FILE__, __LINE__); \
   } while (0)
 
-const char* dtype_label(DType t);  // "f32", "bf16", ... for error messages (device.cu)
-
 [[noreturn]] inline void unsupported_dtype(const char* op, DType t) {
-  throw std::runtime_error(std::string(op) + ": dtype " + dtype_label(t) +
+  throw std::runtime_error(std::string(op) + ": dtype " + dtype_name(t) +
                            " is not supported by the CUDA kernel");
 }
 

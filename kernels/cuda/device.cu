@@ -58,26 +58,6 @@ void throw_cuda_error(cudaError_t err, const char* what, const char* file, int l
                            cudaGetErrorString(err) + ") at " + file + ":" + std::to_string(line));
 }
 
-const char* dtype_label(DType t) {
-  switch (t) {
-    case DType::F32:
-      return "f32";
-    case DType::F64:
-      return "f64";
-    case DType::BF16:
-      return "bf16";
-    case DType::F16:
-      return "f16";
-    case DType::I32:
-      return "i32";
-    case DType::I64:
-      return "i64";
-    case DType::U8:
-      return "u8";
-  }
-  return "?";
-}
-
 int max_grid_blocks() {
   return state_for_current_device().max_blocks;
 }

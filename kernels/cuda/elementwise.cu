@@ -106,8 +106,8 @@ void launch_map(const char* op, const F& f, const View& out,
 
 void require_dtype(const char* op, const char* what, DType got, DType want) {
   if (got != want)
-    throw std::runtime_error(std::string(op) + ": " + what + " has dtype " + dtype_label(got) +
-                             ", expected " + dtype_label(want));
+    throw std::runtime_error(std::string(op) + ": " + what + " has dtype " + dtype_name(got) +
+                             ", expected " + dtype_name(want));
 }
 
 // ---- scalar math (overloads pick the float or double device function; no fast-math intrinsics,
@@ -469,7 +469,7 @@ void unary(UnaryOp op, const View& x, const View& out, double scalar) {
             return launch(IntUnaryFn<UnaryOp::MulScalar>{s});
           default:
             throw std::runtime_error(std::string("unary: this op is not supported for dtype ") +
-                                     dtype_label(x.dtype));
+                                     dtype_name(x.dtype));
         }
       }
     });
@@ -526,7 +526,7 @@ void binary(BinaryOp op, const View& a, const View& b, const View& out) {
                                      : launch(BinaryFn<BinaryOp::Pow, C>{});
         }
         throw std::runtime_error(std::string("binary: div/pow are not supported for dtype ") +
-                                 dtype_label(a.dtype));
+                                 dtype_name(a.dtype));
     }
   });
 }

@@ -255,8 +255,8 @@ void dispatch_per_lane(int64_t cols, Fn&& fn) {
 
 void check_same(const char* op, const View& a, const View& b, const char* what) {
   if (a.dtype != b.dtype)
-    throw std::runtime_error(std::string(op) + ": " + what + " has dtype " + dtype_label(b.dtype) +
-                             ", expected " + dtype_label(a.dtype));
+    throw std::runtime_error(std::string(op) + ": " + what + " has dtype " + dtype_name(b.dtype) +
+                             ", expected " + dtype_name(a.dtype));
 }
 
 }  // namespace

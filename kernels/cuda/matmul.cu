@@ -30,7 +30,7 @@ constexpr int kMaxDevices = 16;
 
 [[noreturn]] void throw_cublas(cublasStatus_t status, const char* call, const GemmArgs& g) {
   throw std::runtime_error(std::string("gemm: ") + call + " failed with " +
-                           cublasGetStatusString(status) + " (dtype " + dtype_label(g.dtype) +
+                           cublasGetStatusString(status) + " (dtype " + dtype_name(g.dtype) +
                            ", batch " + std::to_string(g.batch) + ", m " + std::to_string(g.m) +
                            ", n " + std::to_string(g.n) + ", k " + std::to_string(g.k) + ")");
 }

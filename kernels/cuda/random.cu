@@ -68,9 +68,9 @@ void dropout(const View& x, double p, uint64_t seed, uint64_t offset, const View
   require_contiguous("dropout", out, "out");
   require_contiguous("dropout", mask, "mask");
   if (out.dtype != x.dtype || mask.dtype != DType::U8)
-    throw std::runtime_error(std::string("dropout: expected out dtype ") + dtype_label(x.dtype) +
-                             " and mask u8, got " + dtype_label(out.dtype) + " and " +
-                             dtype_label(mask.dtype));
+    throw std::runtime_error(std::string("dropout: expected out dtype ") + dtype_name(x.dtype) +
+                             " and mask u8, got " + dtype_name(out.dtype) + " and " +
+                             dtype_name(mask.dtype));
   const int64_t n = x.numel();
   if (n == 0) return;
   NvtxRange range("dropout");

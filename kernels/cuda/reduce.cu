@@ -286,7 +286,7 @@ void reduce_rows(ReduceOp op, const void* x, DType dtype, int64_t rows, int64_t 
   if (rows == 0) return;
   if (op == ReduceOp::ArgMax && out_dtype != DType::I64)
     throw std::runtime_error(std::string("reduce_rows: argmax writes i64, got output dtype ") +
-                             dtype_label(out_dtype));
+                             dtype_name(out_dtype));
   NvtxRange range("reduce_rows");
   dispatch_all(dtype, "reduce_rows", [&](auto tag) {
     using T = typename decltype(tag)::type;

@@ -201,8 +201,8 @@ void check_args(const char* op, const View& a, const View& b, const View& c, int
   if (rows < 0 || cols < 0) throw std::runtime_error(std::string(op) + ": negative size");
   if (a.dtype != b.dtype || a.dtype != c.dtype)
     throw std::runtime_error(std::string(op) + ": operands must share one dtype, got " +
-                             dtype_label(a.dtype) + ", " + dtype_label(b.dtype) + ", " +
-                             dtype_label(c.dtype));
+                             dtype_name(a.dtype) + ", " + dtype_name(b.dtype) + ", " +
+                             dtype_name(c.dtype));
 }
 
 }  // namespace

@@ -17,14 +17,12 @@ namespace distill {
 namespace {
 
 using testing::all_close;
+using testing::f64;
 using testing::gradcheck;
+using testing::message_has;
 using testing::random_tensor;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-bool message_has(const Error& e, const std::string& s) {
-  return std::string(e.what()).find(s) != std::string::npos;
-}
 
 enum class MaskKind { None, Causal, Padding, CausalPadding };
 constexpr MaskKind kAllMasks[] = {MaskKind::None, MaskKind::Causal, MaskKind::Padding,
@@ -98,10 +96,6 @@ double max_abs(const Tensor& t) {
 }
 
 // ---------------------------------------------------------------- float64 gradient checks
-
-Tensor f64(const Shape& shape, uint64_t seed) {
-  return random_tensor(shape, seed, DType::F64);
-}
 
 TEST(AttentionGrad, EveryMaskKindSelfAndCrossAttention) {
   struct Case {

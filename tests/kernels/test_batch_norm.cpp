@@ -16,18 +16,12 @@ namespace distill {
 namespace {
 
 using testing::all_close;
+using testing::f64;
 using testing::gradcheck;
+using testing::message_has;
 using testing::random_tensor;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-bool message_has(const Error& e, const std::string& s) {
-  return std::string(e.what()).find(s) != std::string::npos;
-}
-
-Tensor f64(const Shape& shape, uint64_t seed, double low = -2, double high = 2) {
-  return random_tensor(shape, seed, DType::F64, low, high);
-}
 
 // ---------------------------------------------------------------- gradient checks
 

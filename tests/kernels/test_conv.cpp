@@ -19,6 +19,7 @@ namespace {
 
 using testing::all_close;
 using testing::gradcheck;
+using testing::message_has;
 using testing::random_tensor;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
@@ -231,10 +232,6 @@ TEST(ConvGrad, OnlyWeightRequiresGrad) {
 }
 
 // ---------------------------------------------------------------- errors and settings
-
-bool message_has(const Error& e, const std::string& s) {
-  return std::string(e.what()).find(s) != std::string::npos;
-}
 
 TEST(ConvErrors, BadArgumentsNameTheOpAndShapes) {
   const Tensor x = random_tensor({2, 3, 8, 8}, 1);

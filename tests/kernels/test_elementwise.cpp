@@ -11,7 +11,9 @@ namespace distill {
 namespace {
 
 using testing::all_close;
+using testing::f64;
 using testing::gradcheck;
+using testing::message_has;
 using testing::random_tensor;
 
 using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
@@ -25,14 +27,6 @@ Tensor away_from_zero(const Shape& shape, uint64_t seed) {
 
 Tensor positive(const Shape& shape, uint64_t seed) {
   return random_tensor(shape, seed, DType::F64, 0.5, 2.0);
-}
-
-Tensor f64(const Shape& shape, uint64_t seed) {
-  return random_tensor(shape, seed, DType::F64);
-}
-
-bool message_has(const Error& e, const std::string& s) {
-  return std::string(e.what()).find(s) != std::string::npos;
 }
 
 // ---------------------------------------------------------------- float64 gradient checks

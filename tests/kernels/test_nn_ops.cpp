@@ -12,19 +12,13 @@ namespace distill {
 namespace {
 
 using testing::all_close;
+using testing::f64;
 using testing::gradcheck;
+using testing::message_has;
 using testing::random_tensor;
-
-Tensor f64(const Shape& shape, uint64_t seed) {
-  return random_tensor(shape, seed, DType::F64);
-}
 
 Tensor ids(const std::vector<int64_t>& v, const Shape& shape) {
   return Tensor::from_vector(v, shape);
-}
-
-bool message_has(const Error& e, const std::string& s) {
-  return std::string(e.what()).find(s) != std::string::npos;
 }
 
 // Runs `fn`, expecting a distill::Error whose message contains every fragment.

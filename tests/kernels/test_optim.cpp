@@ -13,11 +13,8 @@ namespace distill {
 namespace {
 
 using testing::all_close;
+using testing::message_has;
 using testing::random_tensor;
-
-bool message_has(const Error& e, const std::string& s) {
-  return std::string(e.what()).find(s) != std::string::npos;
-}
 
 std::vector<double> as_double(const Tensor& t) {
   return t.to_double_vector();

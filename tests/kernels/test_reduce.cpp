@@ -12,16 +12,10 @@ namespace distill {
 namespace {
 
 using testing::all_close;
+using testing::f64;
 using testing::gradcheck;
+using testing::message_has;
 using testing::random_tensor;
-
-Tensor f64(const Shape& shape, uint64_t seed) {
-  return random_tensor(shape, seed, DType::F64);
-}
-
-bool message_has(const Error& e, const std::string& s) {
-  return std::string(e.what()).find(s) != std::string::npos;
-}
 
 struct DimCase {
   std::vector<int64_t> dims;
