@@ -105,8 +105,9 @@ int bench_gemm(const Args& args) {
   nlohmann::json rows = nlohmann::json::array();
   const char* peer = device.is_cpu() ? "cblas_sgemm" : "cublasGemmEx";
   if (!args.flag("json")) {
-    std::printf("gemm on %s: distill matmul vs %s (same process, same buffers)\n",
-                device.str().c_str(), peer);
+    std::printf(
+        "gemm on %s: distill matmul vs %s (same process, same inputs; ratio = ours / peer)\n",
+        device.str().c_str(), peer);
     std::printf("%-6s %-8s %12s %12s %8s %10s\n", "dtype", "n", "ours TF/s", "peer TF/s", "ratio",
                 "max rel");
   }
@@ -177,7 +178,10 @@ int bench_kernels(const Args& args) {
   nlohmann::json rows = nlohmann::json::array();
   const bool json = args.flag("json");
   if (!json) {
-    std::printf("kernels on %s: ours vs the reference in the same process\n", device.str().c_str());
+    std::printf(
+        "kernels on %s: ours vs the reference in the same process (ratio = peer time / our time, > "
+        "1: ours is faster)\n",
+        device.str().c_str());
     std::printf("%-22s %-20s %-5s %10s %-24s %10s %7s %10s\n", "kernel", "shape", "dtype",
                 "ours ms", "peer", "peer ms", "ratio", "TF/s|GB/s");
   }
