@@ -4,7 +4,7 @@
 # run the benchmarks against cuBLAS, and print one table. Full logs go to $OUT (or gpu_check_out/).
 # Must finish in under 8 minutes on a 16-core H100 host.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 OUT="${OUT:-$PWD/gpu_check_out}"
 mkdir -p "$OUT"
 BUILD=build-gpu
