@@ -13,6 +13,22 @@ namespace {
 thread_local bool t_grad_enabled = true;
 }
 
+Node::~Node() {
+  std::vector<std::shared_ptr<Node>> pending;
+  for (Edge& e : inputs)
+    if (e.fn) pending.push_back(std::move(e.fn));
+  while (!pending.empty()) {
+    std::shared_ptr<Node> n = std::move(pending.back());
+    pending.pop_back();
+    // Only a node we hold the last reference to is destroyed here; take its inputs first so its
+    // own destructor finds nothing to recurse into.
+    if (n.use_count() == 1) {
+      for (Edge& e : n->inputs)
+        if (e.fn) pending.push_back(std::move(e.fn));
+    }
+  }
+}
+
 bool grad_enabled() {
   return t_grad_enabled;
 }

@@ -19,7 +19,9 @@ struct Edge {
 };
 
 struct Node {
-  virtual ~Node() = default;
+  // Releases the chain of input nodes iteratively: dropping the last handle of a very deep graph
+  // must not recurse once per node (it would overflow the stack).
+  virtual ~Node();
   // Gradients w.r.t. each input, same order as `inputs`; an undefined Tensor means "no gradient".
   virtual std::vector<Tensor> backward(const Tensor& grad_output) = 0;
   virtual const char* name() const = 0;

@@ -114,6 +114,16 @@ TEST(Autograd, DeepChainDoesNotOverflowTheStack) {
   EXPECT_DOUBLE_EQ(x.grad().item(), 1.0);
 }
 
+TEST(Autograd, DroppingAVeryDeepGraphDoesNotRecurse) {
+  // A recursive release would need about a million stack frames here.
+  Tensor x = Tensor::from_vector(std::vector<double>{1.0}, {1});
+  x.set_requires_grad(true);
+  Tensor y = x;
+  for (int i = 0; i < 300000; ++i) y = add(y, 0.0);
+  y = Tensor();  // frees the whole chain
+  EXPECT_FALSE(y.defined());
+}
+
 TEST(Autograd, SmallMlpLossFalls) {
   // Regression of a fixed nonlinear function with a 2-layer MLP and plain SGD.
   Generator g(7);
