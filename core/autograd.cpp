@@ -117,7 +117,9 @@ void run_backward(const Tensor& root, const Tensor& grad_in) {
   }
 
   // Kahn's algorithm: a node runs once every consumer has delivered its gradient, so a tensor
-  // used twice receives the sum of both contributions before its own backward runs.
+  // used twice receives the sum of both contributions before its own backward runs. A node that
+  // no gradient reached still passes through the queue (with no backward call) so that the
+  // counts of the nodes below it reach zero.
   std::unordered_map<Node*, Tensor> pending;
   pending[root.grad_fn().get()] = grad;
   std::vector<Node*> ready{root.grad_fn().get()};
@@ -126,55 +128,25 @@ void run_backward(const Tensor& root, const Tensor& grad_in) {
     ready.pop_back();
     Tensor g = std::move(pending[n]);
     pending.erase(n);
-    std::vector<Tensor> input_grads = n->backward(g);
+    std::vector<Tensor> input_grads =
+        g.defined() ? n->backward(g) : std::vector<Tensor>(n->inputs.size());
     DISTILL_CHECK(input_grads.size() == n->inputs.size(), "backward of ", n->name(), " returned ",
                   input_grads.size(), " gradients for ", n->inputs.size(), " inputs");
     for (size_t i = 0; i < n->inputs.size(); ++i) {
       const Edge& e = n->inputs[i];
-      Tensor& gi = input_grads[i];
-      if (!e.fn && !e.leaf) continue;
-      if (e.fn) {
-        auto it = dependencies.find(e.fn.get());
-        if (gi.defined()) {
-          DISTILL_CHECK(gi.shape() == e.shape, "backward of ", n->name(), ": gradient ",
-                        gi.describe(), " for input ", i, " does not match its shape ",
-                        shape_str(e.shape));
-          auto p = pending.find(e.fn.get());
-          if (p == pending.end() || !p->second.defined()) {
-            pending[e.fn.get()] = gi;
-          } else {
-            p->second = add(p->second, gi);
-          }
-        }
-        if (--it->second == 0) {
-          if (pending.count(e.fn.get()) && pending[e.fn.get()].defined()) {
-            ready.push_back(e.fn.get());
-          } else {
-            // No gradient reached this node: its subgraph gets nothing, but its own inputs
-            // must still be released so their counts reach zero.
-            pending.erase(e.fn.get());
-            std::vector<Node*> skip{e.fn.get()};
-            while (!skip.empty()) {
-              Node* s = skip.back();
-              skip.pop_back();
-              for (const Edge& se : s->inputs) {
-                if (!se.fn) continue;
-                if (--dependencies[se.fn.get()] == 0) {
-                  if (pending.count(se.fn.get()) && pending[se.fn.get()].defined()) {
-                    ready.push_back(se.fn.get());
-                  } else {
-                    pending.erase(se.fn.get());
-                    skip.push_back(se.fn.get());
-                  }
-                }
-              }
-            }
-          }
-        }
-      } else if (gi.defined()) {
+      const Tensor& gi = input_grads[i];
+      if (gi.defined() && (e.fn || e.leaf)) {
         DISTILL_CHECK(gi.shape() == e.shape, "backward of ", n->name(), ": gradient ",
-                      gi.describe(), " for leaf input ", i, " does not match its shape ",
+                      gi.describe(), " for input ", i, " does not match its shape ",
                       shape_str(e.shape));
+      }
+      if (e.fn) {
+        if (gi.defined()) {
+          Tensor& acc = pending[e.fn.get()];
+          acc = acc.defined() ? add(acc, gi) : gi;
+        }
+        if (--dependencies[e.fn.get()] == 0) ready.push_back(e.fn.get());
+      } else if (e.leaf && gi.defined()) {
         accumulate_leaf(e.leaf.get(), gi);
       }
     }

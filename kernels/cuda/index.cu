@@ -157,27 +157,6 @@ void dispatch_elem_word(DType t, Fn&& fn) {
   }
 }
 
-// Accumulating kernels support the floating dtypes that have hardware atomics.
-template <typename Fn>
-void dispatch_atomic(DType t, const char* op, Fn&& fn) {
-  switch (t) {
-    case DType::F32:
-      fn(TypeTag<float>{});
-      return;
-    case DType::F64:
-      fn(TypeTag<double>{});
-      return;
-    case DType::BF16:
-      fn(TypeTag<__nv_bfloat16>{});
-      return;
-    case DType::F16:
-      fn(TypeTag<__half>{});
-      return;
-    default:
-      unsupported_dtype(op, t);
-  }
-}
-
 void check_sizes(const IndexArgs& a, const char* op) {
   if (a.outer < 0 || a.inner < 0 || a.src_n < 0 || a.idx_n < 0)
     throw std::runtime_error(std::string(op) + ": negative size");
@@ -219,7 +198,8 @@ int64_t index_add(const IndexArgs& a, const void* grad, const void* index, void*
   if (total > 0) {
     dispatch_index(a.index_dtype, "index_add", [&](auto itag) {
       using I = typename decltype(itag)::type;
-      dispatch_atomic(a.dtype, "index_add", [&](auto tag) {
+      // Every floating dtype has a hardware atomicAdd (bf16/f16 on sm_80+).
+      dispatch_floating(a.dtype, "index_add", [&](auto tag) {
         using T = typename decltype(tag)::type;
         index_add_kernel<T, I><<<grid_for(total), kBlockSize, 0, current_stream()>>>(
             static_cast<const T*>(grad), static_cast<const I*>(index), static_cast<T*>(dst),
@@ -260,7 +240,7 @@ int64_t scatter_add(const IndexArgs& a, const void* grad, const void* index, voi
   bad.validate(a, index, total, "scatter_add");
   dispatch_index(a.index_dtype, "scatter_add", [&](auto itag) {
     using I = typename decltype(itag)::type;
-    dispatch_atomic(a.dtype, "scatter_add", [&](auto tag) {
+    dispatch_floating(a.dtype, "scatter_add", [&](auto tag) {
       using T = typename decltype(tag)::type;
       scatter_add_kernel<T, I><<<grid_for(total), kBlockSize, 0, current_stream()>>>(
           static_cast<const T*>(grad), static_cast<const I*>(index), static_cast<T*>(dst), a.outer,

@@ -114,6 +114,19 @@ TEST(Autograd, DeepChainDoesNotOverflowTheStack) {
   EXPECT_DOUBLE_EQ(x.grad().item(), 1.0);
 }
 
+TEST(Autograd, ANodeThatNoGradientReachesStillReleasesItsInputs) {
+  // h feeds two consumers; one of them (a custom node) returns no gradient for it. h's node must
+  // still run once, with the other consumer's gradient only.
+  Tensor x = Tensor::from_vector(std::vector<double>{2.0}, {1});
+  x.set_requires_grad(true);
+  Tensor h = mul(x, 3.0);
+  Tensor blocked = mul(h, 1.0).detach();
+  record_fn(blocked, "blocked", {mul(h, 5.0)},
+            [](const Tensor&) { return std::vector<Tensor>{Tensor()}; });
+  sum(add(blocked, h)).backward();
+  EXPECT_DOUBLE_EQ(x.grad().item(), 3.0);
+}
+
 TEST(Autograd, DroppingAVeryDeepGraphDoesNotRecurse) {
   // A recursive release would need about a million stack frames here.
   Tensor x = Tensor::from_vector(std::vector<double>{1.0}, {1});
