@@ -53,10 +53,11 @@ say "CUDA backend: $DISTILL_CUDA"
 # ---- build
 WERROR=OFF
 if [[ "$MODE" == test ]]; then WERROR=ON; fi
+mkdir -p "$BUILD_DIR"
 say "configuring $BUILD_DIR (Release, warnings as errors: $WERROR)"
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DDISTILL_CUDA="$DISTILL_CUDA" \
-      -DDISTILL_WERROR="$WERROR" >"$BUILD_DIR.configure.log" 2>&1 || {
-  cat "$BUILD_DIR.configure.log"; say "ERROR: cmake configure failed"; exit 1; }
+      -DDISTILL_WERROR="$WERROR" >"$BUILD_DIR/configure.log" 2>&1 || {
+  cat "$BUILD_DIR/configure.log"; say "ERROR: cmake configure failed"; exit 1; }
 say "building with $JOBS jobs"
 cmake --build "$BUILD_DIR" -j "$JOBS"
 
