@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 mkdir -p .gpudeps/debs
 cd .gpudeps/debs
 apt-get download libopenblas-dev libopenblas0-pthread libopenblas-pthread-dev libopenblas0 \
-  libgfortran5 nlohmann-json3-dev libgtest-dev libstb-dev libstb0
+  libgfortran5 nlohmann-json3-dev libgtest-dev libstb-dev libstb0 zlib1g-dev
 ls -la
