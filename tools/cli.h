@@ -49,5 +49,8 @@ class Args {
 // Subcommand entry points (return the process exit code).
 int cmd_info(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
+int cmd_convert(int argc, char** argv);
+// `distill info --model NAME [--tensors]` (tools/cmd_info_model.cpp).
+int info_model(const std::string& name, bool as_json, bool with_tensors);
 
 }  // namespace distill::cli

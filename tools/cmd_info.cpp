@@ -12,6 +12,8 @@ namespace distill::cli {
 
 int cmd_info(int argc, char** argv) {
   Args args("info", {{"json", false, "print machine-readable JSON", ""},
+                     {"model", true, "describe a model preset instead (parameters, config)", ""},
+                     {"tensors", false, "with --model: list the tensor names and shapes", ""},
                      {"help", false, "show this help", ""}});
   args.parse(argc, argv, 2);
   if (args.flag("help")) {
@@ -23,6 +25,8 @@ int cmd_info(int argc, char** argv) {
   }
   if (!args.positional().empty())
     throw UsageError("distill info: unexpected argument '" + args.positional()[0] + "'");
+  if (const auto model = args.value("model"))
+    return info_model(*model, args.flag("json"), args.flag("tensors"));
 
   nlohmann::json j;
   j["version"] = DISTILL_VERSION;

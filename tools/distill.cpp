@@ -17,6 +17,8 @@ struct Command {
 
 const Command kCommands[] = {
     {"info", "print the version, backends, GPUs, BLAS and threads", distill::cli::cmd_info},
+    {"convert", "convert a Hugging Face or OpenAI/open_clip checkpoint to distill's format",
+     distill::cli::cmd_convert},
     {"bench", "run a benchmark against a reference in the same process (gemm)",
      distill::cli::cmd_bench},
 };
