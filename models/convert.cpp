@@ -297,9 +297,10 @@ struct Mapper {
 
 // Builds the tower, checks the mapped names and shapes against it (every problem listed, naming
 // the file), and completes BatchNorm counters absent from older checkpoints.
-void check_tower(nn::Module& tower, nn::NamedTensors& tensors, const std::string& prefix,
-                 const std::vector<std::string>& unexpected_src, const std::string& path,
-                 std::vector<std::string>& notes) {
+nn::LoadReport check_tower(nn::Module& tower, nn::NamedTensors& tensors,
+                           const std::string& prefix,
+                           const std::vector<std::string>& unexpected_src,
+                           const std::string& path, std::vector<std::string>& notes) {
   std::map<std::string, Tensor> have;
   for (const auto& [n, t] : tensors)
     if (starts_with(n, prefix)) have[n.substr(prefix.size())] = t;
@@ -324,10 +325,21 @@ void check_tower(nn::Module& tower, nn::NamedTensors& tensors, const std::string
   for (const auto& [n, t] : have)
     if (!own.count(n)) r.unexpected.push_back(prefix + n);
   for (const auto& u : unexpected_src) r.unexpected.push_back(u + " (no rule maps it)");
+  return r;
+}
+
+void fail_if_bad(const nn::LoadReport& r, const std::string& path, const std::string& what) {
   if (!r.ok())
-    fail("convert: ", path, " does not match the ", tower.type_name(), " its config describes (",
+    fail("convert: ", path, " does not match the ", what, " its config describes (",
          r.missing.size(), " missing, ", r.unexpected.size(), " unexpected, ",
          r.mismatched.size(), " of the wrong shape):", r.describe());
+}
+
+nn::LoadReport merge(nn::LoadReport a, const nn::LoadReport& b) {
+  a.missing.insert(a.missing.end(), b.missing.begin(), b.missing.end());
+  a.unexpected.insert(a.unexpected.end(), b.unexpected.begin(), b.unexpected.end());
+  a.mismatched.insert(a.mismatched.end(), b.mismatched.begin(), b.mismatched.end());
+  return a;
 }
 
 std::string detect_naming(const Source& s, std::string& bert_prefix) {
@@ -448,18 +460,22 @@ ConvertedModel convert_checkpoint(const std::string& path, const ConvertOptions&
         (starts_with(u, "vision_model.") || starts_with(u, "visual.") ? vis_unexpected
                                                                        : text_unexpected)
             .push_back(u);
-      check_tower(*v, mapper.out, "visual.", vis_unexpected, src.path(), mapper.notes);
-      check_tower(*t, mapper.out, "text.", text_unexpected, src.path(), mapper.notes);
+      fail_if_bad(
+          merge(check_tower(*v, mapper.out, "visual.", vis_unexpected, src.path(), mapper.notes),
+                check_tower(*t, mapper.out, "text.", text_unexpected, src.path(), mapper.notes)),
+          src.path(), "CLIP model");
       DISTILL_CHECK(src.has("logit_scale"), "convert: ", src.path(),
                     " has no logit_scale, which a full CLIP checkpoint carries");
     } else if (arch == "clip-vision") {
       result.spec.config = vision_cfg;
       auto v = make_image_encoder(vision_cfg, src.path());
-      check_tower(*v, mapper.out, "", mapper.unexpected, src.path(), mapper.notes);
+      fail_if_bad(check_tower(*v, mapper.out, "", mapper.unexpected, src.path(), mapper.notes),
+                  src.path(), v->type_name());
     } else {
       result.spec.config = text_cfg;
       auto t = make_text_encoder("clip-text", text_cfg, src.path());
-      check_tower(*t, mapper.out, "", mapper.unexpected, src.path(), mapper.notes);
+      fail_if_bad(check_tower(*t, mapper.out, "", mapper.unexpected, src.path(), mapper.notes),
+                  src.path(), t->type_name());
     }
   } else {
     // BERT family: the flavour comes from config.json's model_type (or the layout of the
@@ -494,7 +510,8 @@ ConvertedModel convert_checkpoint(const std::string& path, const ConvertOptions&
     result.spec.arch = arch;
     result.spec.config = bc;
     auto t = make_text_encoder(arch, bc, src.path());
-    check_tower(*t, mapper.out, "", mapper.unexpected, src.path(), mapper.notes);
+    fail_if_bad(check_tower(*t, mapper.out, "", mapper.unexpected, src.path(), mapper.notes),
+                src.path(), flavour == "roberta" ? "RobertaModel" : "BertModel");
   }
 
   // Cast: fp16/bf16 sources become the requested dtype; integer buffers stay.
@@ -531,7 +548,7 @@ nlohmann::json preset_manifest(const std::string& name) {
   if (fs::exists(file)) return read_json_file(file);
   // No manifest folder next to this binary: derive it from the preset itself.
   const ModelSpec spec = preset(name);
-  return {{"preset", name},
+  return {{"model", name},
           {"arch", spec.arch},
           {"config", spec.config},
           {"tensors", manifest_of(*make_preset(name))}};
@@ -595,7 +612,9 @@ CanonicalCheckpoint read_canonical_spec(const std::string& path) {
                   "' in its metadata); convert it first with `distill convert`");
     return it->second;
   };
-  DISTILL_CHECK(get("format") == "distill", path, " is not a distill checkpoint");
+  DISTILL_CHECK(get("format") == "distill", path,
+                " is not a distill checkpoint (its format is '", get("format"),
+                "'); convert it first with `distill convert`");
   CanonicalCheckpoint c;
   c.path = path;
   c.spec.arch = get("arch");

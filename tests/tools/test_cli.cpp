@@ -1,42 +1,16 @@
 // The `distill` binary as a user runs it: help, info, bench, and bad arguments.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <array>
-#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "tests/tools/cli_run.h"
+
 namespace {
 
-struct Result {
-  int exit_code;
-  std::string out;  // stdout and stderr together
-};
-
-Result run_distill(const std::string& args) {
-  const std::string cmd = std::string(DISTILL_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return {-1, "popen failed"};
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
-// Only the JSON document (stdout) — stderr is kept apart for --json commands.
-std::string run_json(const std::string& args) {
-  const std::string cmd = std::string(DISTILL_BINARY) + " " + args + " 2>/dev/null";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  pclose(p);
-  return out;
-}
+using distill::testing::Result;
+using distill::testing::run_distill;
+using distill::testing::run_json;
 
 TEST(Cli, HelpListsCommands) {
   Result r = run_distill("--help");

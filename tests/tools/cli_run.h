@@ -1,0 +1,41 @@
+// Runs the `distill` binary as a user does, for the CLI tests.
+#pragma once
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <string>
+
+namespace distill::testing {
+
+struct Result {
+  int exit_code;
+  std::string out;  // stdout and stderr together
+};
+
+inline Result run_distill(const std::string& args) {
+  const std::string cmd = std::string(DISTILL_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return {-1, "popen failed"};
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+// Only the JSON document (stdout) — stderr is kept apart for --json commands.
+inline std::string run_json(const std::string& args) {
+  const std::string cmd = std::string(DISTILL_BINARY) + " " + args + " 2>/dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  pclose(p);
+  return out;
+}
+
+}  // namespace distill::testing
