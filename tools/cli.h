@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "core/device.h"
+
 namespace distill::cli {
 
 class UsageError : public std::runtime_error {
@@ -50,6 +52,8 @@ class Args {
 int cmd_info(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
+int cmd_encode_text(int argc, char** argv);
+int bench_models(const Args& args, const Device& device);  // tools/bench_models.cpp
 // `distill info --model NAME [--tensors]` (tools/cmd_info_model.cpp).
 int info_model(const std::string& name, bool as_json, bool with_tensors);
 

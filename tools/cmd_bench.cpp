@@ -226,7 +226,9 @@ int cmd_bench(int argc, char** argv) {
        {"dtype", true, "comma-separated dtypes (f32, bf16 on CUDA)", "f32 (CPU), f32,bf16 (CUDA)"},
        {"sizes", true, "comma-separated square sizes n (n x n x n GEMMs)", ""},
        {"iters", true, "timed iterations per case (median reported)", "5 CPU / 20 CUDA"},
-       {"only", true, "kernels: comma-separated families (attention, conv, loss, optim)", "all"},
+       {"only", true, "kernels: comma-separated families (attention, conv, loss, optim); models: "
+                     "comma-separated presets", "all"},
+       {"batch", true, "models: batch size", "32"},
        {"json", false, "print machine-readable JSON", ""},
        {"help", false, "show this help", ""}});
   args.parse(argc, argv, 2);
@@ -234,8 +236,10 @@ int cmd_bench(int argc, char** argv) {
       "Benchmarks, each against a reference measured in the same process. Targets:\n"
       "  gemm     distill matmul vs a direct cblas_sgemm (CPU) or cublasGemmEx (CUDA) call\n"
       "  kernels  attention, convolution, softmax-cross-entropy and AdamW vs cuBLAS/cuDNN/copy\n"
-      "           bandwidth (CUDA) or naive / im2col+OpenBLAS references (CPU)\n\n"
-      "usage: distill bench gemm|kernels [options]";
+      "           bandwidth (CUDA) or naive / im2col+OpenBLAS references (CPU)\n"
+      "  models   forward images/s and texts/s of the preset towers (PyTorch beside it:\n"
+      "           tools/bench/models_side_by_side.sh)\n\n"
+      "usage: distill bench gemm|kernels|models [options]";
   if (args.flag("help") || args.positional().empty()) {
     std::fputs(args.help(summary).c_str(), args.flag("help") ? stdout : stderr);
     return args.flag("help") ? 0 : 2;
@@ -245,7 +249,9 @@ int cmd_bench(int argc, char** argv) {
     throw UsageError("distill bench: unexpected argument '" + args.positional()[1] + "'");
   if (target == "gemm") return bench_gemm(args);
   if (target == "kernels") return bench_kernels(args);
-  throw UsageError("distill bench: unknown benchmark '" + target + "' (available: gemm, kernels)");
+  if (target == "models") return bench_models(args, bench_device(args, "models"));
+  throw UsageError("distill bench: unknown benchmark '" + target +
+                   "' (available: gemm, kernels, models)");
 }
 
 }  // namespace distill::cli

@@ -19,6 +19,8 @@ const Command kCommands[] = {
     {"info", "print the version, backends, GPUs, BLAS and threads", distill::cli::cmd_info},
     {"convert", "convert a Hugging Face or OpenAI/open_clip checkpoint to distill's format",
      distill::cli::cmd_convert},
+    {"encode-text", "print (and save) text embeddings from a converted checkpoint",
+     distill::cli::cmd_encode_text},
     {"bench", "run a benchmark against a reference in the same process (gemm)",
      distill::cli::cmd_bench},
 };

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <map>
 
+#include "data/tokenizer.h"
 #include "models/bert.h"
 #include "models/clip.h"
 #include "models/convert.h"
@@ -251,6 +252,14 @@ TEST(RealCheckpoint, AllMiniLmL6V2MatchesSentenceTransformers) {
   EXPECT_TRUE(close_to_reference(emb, ref.tensor("embeddings"), 1e-4));
   EXPECT_TRUE(close_to_reference(slice(f.tokens, 0, 0, 2), ref.tensor("token_embeddings_first2"),
                                  1e-4));
+  // Our WordPiece tokenizer gives the reference's ids for the 32 sentences.
+  auto tok = load_tokenizer(minilm_dir());
+  std::ifstream in(std::string(DISTILL_SOURCE_DIR) + "/tests/fixtures/minilm/sentences.txt");
+  std::vector<std::string> sentences;
+  for (std::string line; std::getline(in, line);) sentences.push_back(line);
+  const TokenBatch batch = tok->encode_batch(sentences);
+  EXPECT_EQ(batch.ids.to_int_vector(), ref.tensor("input_ids").to_int_vector());
+  EXPECT_EQ(batch.attention_mask.to_int_vector(), ref.tensor("attention_mask").to_int_vector());
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/npy.h"
 #include "tests/models/model_test_util.h"
 #include "tests/tools/cli_run.h"
 
@@ -64,6 +65,79 @@ TEST(CliModels, ConvertBadArguments) {
   EXPECT_NE(missing.out.find("/nonexistent/ckpt does not exist"), std::string::npos)
       << missing.out;
   EXPECT_FALSE(fs::exists("/tmp/never.safetensors"));
+}
+
+// Single-quoted for /bin/sh: ' becomes '\''.
+std::string shell_quote(const std::string& s) {
+  std::string out(1, '\'');
+  for (char c : s) {
+    if (c == '\'') {
+      out.append("'\\''");
+    } else {
+      out.push_back(c);
+    }
+  }
+  out.push_back('\'');
+  return out;
+}
+
+std::string minilm_dir() {
+  return std::string(DISTILL_SOURCE_DIR) + "/.cache/weights/all-minilm-l6-v2";
+}
+
+TEST(CliModels, EncodeTextReproducesSentenceTransformersOnTheRealMiniLm) {
+  if (!fs::exists(minilm_dir() + "/model.safetensors"))
+    GTEST_SKIP() << "all-MiniLM-L6-v2 is not at " << minilm_dir()
+                 << " (run tools/fetch_minilm.sh; ./setup.sh does)";
+  TempDir tmp;
+  const std::string ckpt = tmp.file("minilm.safetensors");
+  ASSERT_EQ(run_distill("convert --in " + minilm_dir() + " --out " + ckpt).exit_code, 0);
+  std::ifstream in(std::string(DISTILL_SOURCE_DIR) + "/tests/fixtures/minilm/sentences.txt");
+  std::string args, line;
+  int count = 0;
+  while (std::getline(in, line)) {
+    args.push_back(' ');
+    args.append(shell_quote(line));
+    ++count;
+  }
+  ASSERT_EQ(count, 32);
+  const std::string npy = tmp.file("emb.npy");
+  Result r = run_distill("encode-text --checkpoint " + ckpt + " --tokenizer " + minilm_dir() +
+                         " --out " + npy + args);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  SafetensorsFile ref(std::string(DISTILL_SOURCE_DIR) +
+                      "/tests/fixtures/minilm/reference.safetensors");
+  EXPECT_TRUE(close_to_reference(load_npy(npy), ref.tensor("embeddings"), 1e-4));
+}
+
+TEST(CliModels, EncodeTextBadInput) {
+  TempDir tmp;
+  const std::string ckpt = tmp.file("bert.safetensors");
+  ASSERT_EQ(run_distill("convert --in " + model_fixture("hf_bert") + " --out " + ckpt).exit_code,
+            0);
+  const std::string clip_vocab =
+      std::string(DISTILL_SOURCE_DIR) + "/../shared/data/tokenizers/clip/bpe_simple_vocab_16e6.txt.gz";
+  if (fs::exists(clip_vocab)) {
+    Result wrong = run_distill("encode-text --checkpoint " + ckpt + " --tokenizer " + clip_vocab +
+                               " hello");
+    EXPECT_EQ(wrong.exit_code, 1);
+    EXPECT_NE(wrong.out.find("is a clip tokenizer but"), std::string::npos) << wrong.out;
+  }
+  // The fixture model's 300-entry vocabulary is smaller than the real WordPiece vocabulary: the
+  // ids that fall outside it are named.
+  const std::string vocab =
+      std::string(DISTILL_SOURCE_DIR) + "/tests/fixtures/tokenizers/bert-uncased-vocab.txt";
+  Result oov = run_distill("encode-text --checkpoint " + ckpt + " --tokenizer " + vocab +
+                           " 'the quick brown fox'");
+  EXPECT_EQ(oov.exit_code, 1);
+  EXPECT_NE(oov.out.find("outside the vocabulary"), std::string::npos) << oov.out;
+  Result none = run_distill("encode-text --checkpoint " + ckpt + " --tokenizer " + vocab);
+  EXPECT_EQ(none.exit_code, 2);
+  EXPECT_NE(none.out.find("at least one TEXT"), std::string::npos) << none.out;
+  Result missing = run_distill("encode-text --checkpoint " + tmp.file("none.safetensors") +
+                               " --tokenizer " + vocab + " hi");
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.out.find("none.safetensors"), std::string::npos) << missing.out;
 }
 
 }  // namespace
