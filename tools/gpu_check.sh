@@ -22,13 +22,13 @@ echo "== GPU: $(tail -n1 "$OUT/gpu.txt")"
 # Dependencies: GPU hosts have no package network, so tools/gpu_deps.sh downloads the Debian
 # packages beforehand and the call carries .gpudeps; unpack them into a private root.
 DEPS_ARG=()
-if ! dpkg -s libopenblas-dev nlohmann-json3-dev libgtest-dev libstb-dev >/dev/null 2>&1 && [[ -d .gpudeps/debs ]]; then
+if ! dpkg -s libopenblas-openmp-dev zlib1g-dev nlohmann-json3-dev libgtest-dev libstb-dev >/dev/null 2>&1 && [[ -d .gpudeps/debs ]]; then
   mkdir -p .gpudeps/root
   for f in .gpudeps/debs/*.deb; do
     dpkg-deb -x "$f" .gpudeps/root 2>/dev/null || (cd .gpudeps/root && ar p "$OLDPWD/$f" data.tar.xz | tar xJ)
   done
   DEPS_ARG=(-DDISTILL_DEPS_PREFIX="$PWD/.gpudeps/root")
-  export LD_LIBRARY_PATH="$PWD/.gpudeps/root/usr/lib/x86_64-linux-gnu/openblas-pthread:$PWD/.gpudeps/root/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  export LD_LIBRARY_PATH="$PWD/.gpudeps/root/usr/lib/x86_64-linux-gnu/openblas-openmp:$PWD/.gpudeps/root/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
   echo "using unpacked packages in .gpudeps/root"
 fi
 

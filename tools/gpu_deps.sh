@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .gpudeps/debs
 cd .gpudeps/debs
-apt-get download libopenblas-dev libopenblas0-pthread libopenblas-pthread-dev libopenblas0 \
+apt-get download libopenblas0-openmp libopenblas-openmp-dev libopenblas0 \
   libgfortran5 nlohmann-json3-dev libgtest-dev libstb-dev libstb0 zlib1g-dev
 ls -la
