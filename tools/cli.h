@@ -49,5 +49,9 @@ class Args {
 // Subcommand entry points (return the process exit code).
 int cmd_info(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
+// `distill info --data SPEC` (tools/cmd_info_data.cpp) and `distill bench data`
+// (tools/bench_data.cpp).
+int cmd_info_data(int argc, char** argv);
+int bench_data(int argc, char** argv);
 
 }  // namespace distill::cli

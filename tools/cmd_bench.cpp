@@ -220,6 +220,8 @@ int bench_kernels(const Args& args) {
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
+  // `bench data` has options of its own (tools/bench_data.cpp).
+  if (argc > 2 && std::string(argv[2]) == "data") return bench_data(argc, argv);
   Args args(
       "bench",
       {{"device", true, "cpu or cuda", "cuda when a GPU is present, else cpu"},
@@ -234,8 +236,10 @@ int cmd_bench(int argc, char** argv) {
       "Benchmarks, each against a reference measured in the same process. Targets:\n"
       "  gemm     distill matmul vs a direct cblas_sgemm (CPU) or cublasGemmEx (CUDA) call\n"
       "  kernels  attention, convolution, softmax-cross-entropy and AdamW vs cuBLAS/cuDNN/copy\n"
-      "           bandwidth (CUDA) or naive / im2col+OpenBLAS references (CPU)\n\n"
-      "usage: distill bench gemm|kernels [options]";
+      "           bandwidth (CUDA) or naive / im2col+OpenBLAS references (CPU)\n"
+      "  data     data loader images/s on tar shards with training augmentation\n"
+      "           (see 'distill bench data --help')\n\n"
+      "usage: distill bench gemm|kernels|data [options]";
   if (args.flag("help") || args.positional().empty()) {
     std::fputs(args.help(summary).c_str(), args.flag("help") ? stdout : stderr);
     return args.flag("help") ? 0 : 2;
@@ -245,7 +249,8 @@ int cmd_bench(int argc, char** argv) {
     throw UsageError("distill bench: unexpected argument '" + args.positional()[1] + "'");
   if (target == "gemm") return bench_gemm(args);
   if (target == "kernels") return bench_kernels(args);
-  throw UsageError("distill bench: unknown benchmark '" + target + "' (available: gemm, kernels)");
+  throw UsageError("distill bench: unknown benchmark '" + target +
+                   "' (available: gemm, kernels, data)");
 }
 
 }  // namespace distill::cli
