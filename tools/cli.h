@@ -56,5 +56,9 @@ int cmd_encode_text(int argc, char** argv);
 int bench_models(const Args& args, const Device& device);  // tools/bench_models.cpp
 // `distill info --model NAME [--tensors]` (tools/cmd_info_model.cpp).
 int info_model(const std::string& name, bool as_json, bool with_tensors);
+// `distill info --data SPEC` (tools/cmd_info_data.cpp) and `distill bench data`
+// (tools/bench_data.cpp).
+int cmd_info_data(int argc, char** argv);
+int bench_data(int argc, char** argv);
 
 }  // namespace distill::cli

@@ -220,6 +220,8 @@ int bench_kernels(const Args& args) {
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
+  // `bench data` has options of its own (tools/bench_data.cpp).
+  if (argc > 2 && std::string(argv[2]) == "data") return bench_data(argc, argv);
   Args args(
       "bench",
       {{"device", true, "cpu or cuda", "cuda when a GPU is present, else cpu"},
@@ -238,8 +240,10 @@ int cmd_bench(int argc, char** argv) {
       "  kernels  attention, convolution, softmax-cross-entropy and AdamW vs cuBLAS/cuDNN/copy\n"
       "           bandwidth (CUDA) or naive / im2col+OpenBLAS references (CPU)\n"
       "  models   forward images/s and texts/s of the preset towers (PyTorch beside it:\n"
-      "           tools/bench/models_side_by_side.sh)\n\n"
-      "usage: distill bench gemm|kernels|models [options]";
+      "           tools/bench/models_side_by_side.sh)\n"
+      "  data     data loader images/s on tar shards with training augmentation\n"
+      "           (see 'distill bench data --help')\n\n"
+      "usage: distill bench gemm|kernels|models|data [options]";
   if (args.flag("help") || args.positional().empty()) {
     std::fputs(args.help(summary).c_str(), args.flag("help") ? stdout : stderr);
     return args.flag("help") ? 0 : 2;
@@ -251,7 +255,7 @@ int cmd_bench(int argc, char** argv) {
   if (target == "kernels") return bench_kernels(args);
   if (target == "models") return bench_models(args, bench_device(args, "models"));
   throw UsageError("distill bench: unknown benchmark '" + target +
-                   "' (available: gemm, kernels, models)");
+                   "' (available: gemm, kernels, models, data)");
 }
 
 }  // namespace distill::cli

@@ -11,10 +11,13 @@
 namespace distill::cli {
 
 int cmd_info(int argc, char** argv) {
-  Args args("info", {{"json", false, "print machine-readable JSON", ""},
-                     {"model", true, "describe a model preset instead (parameters, config)", ""},
-                     {"tensors", false, "with --model: list the tensor names and shapes", ""},
-                     {"help", false, "show this help", ""}});
+  // `--data SPEC` describes a dataset instead (tools/cmd_info_data.cpp).
+  for (int i = 2; i < argc; ++i)
+    if (std::string(argv[i]).rfind("--data", 0) == 0) return cmd_info_data(argc, argv);
+  Args args("info",
+            {{"json", false, "print machine-readable JSON", ""},
+             {"data", true, "describe a dataset instead (see 'distill info --data x --help')", ""},
+             {"help", false, "show this help", ""}});
   args.parse(argc, argv, 2);
   if (args.flag("help")) {
     std::fputs(args.help("Prints the version, whether CUDA is compiled in, the GPUs found, the "

@@ -1,0 +1,26 @@
+// Seeded index orders: epoch permutations and the few-shot sampler. Both draw from Philox with a
+// key derived from the seed, so they are reproducible on any machine and thread count.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "data/dataset.h"
+
+namespace distill::data {
+
+// A permutation of 0..n-1 (Fisher-Yates on Philox draws keyed by `key`).
+std::vector<int64_t> seeded_permutation(int64_t n, uint64_t key);
+// The key for stream `stream` of epoch `epoch` under `seed` (distinct streams: order, shards...).
+uint64_t derive_key(uint64_t seed, uint64_t epoch, uint64_t stream);
+
+// k samples per class, chosen by a per-class permutation that does not depend on k: the 4-shot
+// set contains the 2-shot set. Returned sorted. A class with fewer than k samples is an error
+// naming it.
+std::vector<int64_t> few_shot_indices(const std::vector<int64_t>& labels, int64_t num_classes,
+                                      int64_t k, uint64_t seed);
+std::vector<int64_t> few_shot_indices(const Dataset& dataset, int64_t k, uint64_t seed);
+// 0..n-1 without `subset` (the unlabelled rest for few-shot runs), sorted.
+std::vector<int64_t> complement_indices(int64_t n, const std::vector<int64_t>& subset);
+
+}  // namespace distill::data

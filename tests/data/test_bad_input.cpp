@@ -1,0 +1,202 @@
+// Bad input, one test each: a clear error naming the file (and member / offset), or with
+// skip_bad_samples a skipped-sample count and message for the caller to print.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "core/error.h"
+#include "data/captions.h"
+#include "data/cifar.h"
+#include "data/idx.h"
+#include "data/image_folder.h"
+#include "data/loader.h"
+#include "data/webdataset.h"
+#include "tests/data/data_test_util.h"
+
+namespace distill::data {
+namespace {
+
+using testing::random_image;
+using testing::ScratchDir;
+using testing::write_bytes;
+using testing::write_text;
+
+// Runs `fn` and returns the message of the distill::Error it throws ("" if none).
+template <typename Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+#define EXPECT_MESSAGE_HAS(message, part) \
+  EXPECT_NE((message).find(part), std::string::npos) << "message: " << (message)
+
+// A shard with `n` good samples (32x32 PNGs), labels k % 10.
+TarWriter good_shard(int n, int first = 0) {
+  TarWriter tar;
+  for (int k = first; k < first + n; ++k) {
+    const std::string key = std::string("s").append(std::to_string(k));  // (gcc 12 -Wrestrict)
+    tar.add(key + ".png", encode_png(random_image(8, 8, k)));
+    tar.add(key + ".cls", std::to_string(k % 10));
+  }
+  return tar;
+}
+
+TEST(BadInput, TruncatedTar) {
+  ScratchDir dir;
+  auto bytes = good_shard(4).finish();
+  bytes.resize(bytes.size() / 2 + 100);  // cut inside a member's data
+  write_bytes(dir / "cut.tar", bytes);
+  const std::string msg = error_of([&] { WebDataset ds(dir / "cut.tar"); });
+  EXPECT_MESSAGE_HAS(msg, "cut.tar");
+  EXPECT_MESSAGE_HAS(msg, "truncated tar");
+  EXPECT_MESSAGE_HAS(msg, "at offset");
+  // A header cut short.
+  bytes.resize(1024 + 100);
+  write_bytes(dir / "cut2.tar", bytes);
+  EXPECT_MESSAGE_HAS(error_of([&] { WebDataset ds(dir / "cut2.tar"); }), "truncated tar");
+  // skip_bad_samples: the samples before the cut survive, the rest of the shard is reported.
+  WebDataset skipping(std::vector<std::string>{dir / "cut.tar"}, ReaderOptions{true});
+  EXPECT_GE(skipping.size(), 1);
+  EXPECT_LT(skipping.size(), 4);
+  EXPECT_EQ(skipping.skipped().count, 1);
+  EXPECT_MESSAGE_HAS(skipping.skipped().messages[0], "cut.tar");
+}
+
+TEST(BadInput, TarMemberWithoutCls) {
+  ScratchDir dir;
+  TarWriter tar = good_shard(2);
+  tar.add("lonely.png", encode_png(random_image(4, 4, 9)));
+  tar.add("s5.png", encode_png(random_image(8, 8, 5)));
+  tar.add("s5.cls", "5");
+  tar.write(dir / "shard.tar");
+  const std::string msg = error_of([&] { WebDataset ds(dir / "shard.tar"); });
+  EXPECT_MESSAGE_HAS(msg, "shard.tar: member 'lonely.png' at offset 4096");
+  EXPECT_MESSAGE_HAS(msg, "no .cls member");
+  WebDataset skipping(std::vector<std::string>{dir / "shard.tar"}, ReaderOptions{true});
+  EXPECT_EQ(skipping.size(), 3);
+  EXPECT_EQ(skipping.skipped().count, 1);
+}
+
+TEST(BadInput, CorruptAndZeroByteJpeg) {
+  ScratchDir dir;
+  std::filesystem::create_directories(dir / "cls");
+  const auto jpeg = encode_jpeg(testing::smooth_image(16, 16, 1));
+  write_bytes(dir / "cls/a_good.jpg", jpeg);
+  std::vector<uint8_t> corrupt(jpeg.begin(), jpeg.begin() + 40);  // header only
+  write_bytes(dir / "cls/b_corrupt.jpg", corrupt);
+  write_bytes(dir / "cls/c_empty.jpg", {});
+  ImageFolder folder(dir.str());
+  ASSERT_EQ(folder.size(), 3);
+  EXPECT_EQ(folder.get(0).image.width, 16);
+  const std::string corrupt_msg = error_of([&] { folder.get(1); });
+  EXPECT_MESSAGE_HAS(corrupt_msg, "b_corrupt.jpg");
+  EXPECT_MESSAGE_HAS(corrupt_msg, "cannot decode");
+  const std::string empty_msg = error_of([&] { folder.get(2); });
+  EXPECT_MESSAGE_HAS(empty_msg, "c_empty.jpg");
+  EXPECT_MESSAGE_HAS(empty_msg, "0 bytes");
+
+  // Through the loader: an error naming the file, or with skip_bad_samples a count at the end.
+  auto dataset = std::make_shared<ImageFolder>(dir.str());
+  auto transform = std::make_shared<ClipPreprocess>(8);
+  LoaderOptions options;
+  options.batch_size = 2;
+  options.shuffle = false;
+  DataLoader strict(dataset, transform, options);
+  strict.start_epoch(0);
+  Batch batch;
+  const std::string loader_msg = error_of([&] {
+    while (strict.next(batch)) {
+    }
+  });
+  EXPECT_MESSAGE_HAS(loader_msg, "b_corrupt.jpg");
+  options.skip_bad_samples = true;
+  DataLoader lenient(dataset, transform, options);
+  lenient.start_epoch(0);
+  int64_t seen = 0;
+  while (lenient.next(batch)) seen += batch.size();
+  EXPECT_EQ(seen, 1);
+  const BadSampleLog log = lenient.epoch_skipped();
+  EXPECT_EQ(log.count, 2);
+  ASSERT_EQ(log.messages.size(), 2u);
+  EXPECT_MESSAGE_HAS(log.messages[0] + log.messages[1], "c_empty.jpg");
+}
+
+TEST(BadInput, LabelOutOfRange) {
+  ScratchDir dir;
+  TarWriter tar = good_shard(2);
+  tar.add("s9.png", encode_png(random_image(8, 8, 9)));
+  tar.add("s9.cls", "12");
+  tar.write(dir / "shard.tar");
+  write_text(dir / "classes.txt", "0\n1\n2\n3\n4\n5\n6\n7\n8\n9\n");
+  const std::string msg = error_of([&] { WebDataset ds(dir / "shard.tar"); });
+  EXPECT_MESSAGE_HAS(msg, "shard.tar: member 's9.cls'");
+  EXPECT_MESSAGE_HAS(msg, "label 12 is out of range (10 classes)");
+  // The same in a CIFAR record.
+  write_cifar_binary(dir / "test_batch.bin", CifarVariant::Cifar10,
+                     {random_image(32, 32, 1), random_image(32, 32, 2)}, {3, 11});
+  const std::string cifar_msg = error_of([&] { CifarDataset ds(dir.str(), "test"); });
+  EXPECT_MESSAGE_HAS(cifar_msg,
+                     "test_batch.bin: record 1 at offset 3073: label 11 is out of range");
+  CifarDataset skipping(dir.str(), "test", false, ReaderOptions{true});
+  EXPECT_EQ(skipping.size(), 1);
+  EXPECT_EQ(skipping.skipped().count, 1);
+}
+
+TEST(BadInput, CifarFileOfWrongSize) {
+  ScratchDir dir;
+  write_cifar_binary(dir / "test_batch.bin", CifarVariant::Cifar10, {random_image(32, 32, 1)}, {3});
+  std::filesystem::resize_file(dir / "test_batch.bin", 3073 + 100);
+  const std::string msg = error_of([&] { CifarDataset ds(dir.str(), "test"); });
+  EXPECT_MESSAGE_HAS(
+      msg, "test_batch.bin: 3173 bytes is not a whole number of 3073-byte CIFAR-10 records");
+  CifarDataset skipping(dir.str(), "test", false, ReaderOptions{true});
+  EXPECT_EQ(skipping.size(), 1);
+  EXPECT_EQ(skipping.skipped().count, 1);
+}
+
+TEST(BadInput, IdxMagicMismatch) {
+  ScratchDir dir;
+  write_idx(dir / "images", {2, 2, 2}, std::vector<uint8_t>(8, 1));
+  write_idx(dir / "labels", {2}, {0, 1});
+  // Swapped: the labels file where the images are expected.
+  const std::string msg = error_of([&] { IdxDataset ds(dir / "labels", dir / "images"); });
+  EXPECT_MESSAGE_HAS(msg, "labels: IDX magic 0x00000801 does not match 0x00000803");
+  write_bytes(dir / "garbage.gz", {0x1f, 0x8b, 8, 0, 0, 0});
+  EXPECT_NE(error_of([&] { IdxDataset ds(dir / "garbage.gz", dir / "labels"); }), "");
+}
+
+TEST(BadInput, EmptyClassFolder) {
+  ScratchDir dir;
+  std::filesystem::create_directories(dir / "cat");
+  std::filesystem::create_directories(dir / "dog");
+  write_bytes(dir / "cat/1.png", encode_png(random_image(4, 4, 1)));
+  write_text(dir / "dog/readme.txt", "no images here");
+  const std::string msg = error_of([&] { ImageFolder folder(dir.str()); });
+  EXPECT_MESSAGE_HAS(msg, "dog");
+  EXPECT_MESSAGE_HAS(msg, "has no .jpg, .jpeg or .png images");
+  ImageFolder skipping(dir.str(), ReaderOptions{true});
+  EXPECT_EQ(skipping.num_classes(), 2);  // label indices stay stable
+  EXPECT_EQ(skipping.size(), 1);
+  EXPECT_EQ(skipping.skipped().count, 1);
+}
+
+TEST(BadInput, MissingCaptionImage) {
+  ScratchDir dir;
+  write_bytes(dir / "a.png", encode_png(random_image(4, 4, 1)));
+  write_text(dir / "caps.tsv", "a.png\tfine\nmissing.jpg\ta ghost\n");
+  const std::string msg = error_of([&] { read_captions(dir / "caps.tsv"); });
+  EXPECT_MESSAGE_HAS(msg, "caps.tsv:2: image '");
+  EXPECT_MESSAGE_HAS(msg, "missing.jpg' does not exist");
+  BadSampleLog log;
+  const auto items = read_captions(dir / "caps.tsv", "", ReaderOptions{true}, &log);
+  EXPECT_EQ(items.size(), 1u);
+  EXPECT_EQ(log.count, 1);
+}
+
+}  // namespace
+}  // namespace distill::data
