@@ -17,6 +17,8 @@ int cmd_info(int argc, char** argv) {
   Args args("info",
             {{"json", false, "print machine-readable JSON", ""},
              {"data", true, "describe a dataset instead (see 'distill info --data x --help')", ""},
+             {"model", true, "describe a model preset instead (parameters, config)", ""},
+             {"tensors", false, "with --model: list the tensor names and shapes", ""},
              {"help", false, "show this help", ""}});
   args.parse(argc, argv, 2);
   if (args.flag("help")) {
