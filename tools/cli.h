@@ -53,6 +53,8 @@ int cmd_info(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
 int cmd_encode_text(int argc, char** argv);
+int cmd_encode_image(int argc, char** argv);
+int cmd_run(int argc, char** argv);
 int bench_models(const Args& args, const Device& device);  // tools/bench_models.cpp
 // `distill info --model NAME [--tensors]` (tools/cmd_info_model.cpp).
 int info_model(const std::string& name, bool as_json, bool with_tensors);

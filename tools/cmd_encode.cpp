@@ -9,7 +9,9 @@
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/npy.h"
+#include "data/image.h"
 #include "data/tokenizer.h"
+#include "data/transforms.h"
 #include "models/convert.h"
 #include "tools/cli.h"
 
@@ -111,6 +113,52 @@ int cmd_encode_text(int argc, char** argv) {
   emb = to_device(emb, Device::cpu());
   if (const auto out = args.value("out")) save_npy(*out, emb);
   print_rows(emb, texts, args.flag("json"));
+  return 0;
+}
+
+int cmd_encode_image(int argc, char** argv) {
+  Args args("encode-image",
+            {{"checkpoint", true, "converted checkpoint with an image tower (distill convert)", ""},
+             {"out", true, "also write the embeddings as an [N, D] float32 .npy", ""},
+             {"tokens", false, "with --out: write the token sequences [N, T, D] instead", ""},
+             {"raw", false, "do not L2-normalise the embeddings", ""},
+             {"json", false, "print JSON", ""},
+             {"device", true, "cpu or cuda[:N]", "cpu"},
+             {"help", false, "show this help", ""}});
+  args.parse(argc, argv, 2);
+  if (args.flag("help")) {
+    std::fputs(args.help("Prints the image embedding of each IMAGE file (JPEG, PNG, ...) after "
+                         "CLIP's preprocessing (shortest side resized to the tower's input size "
+                         "with bicubic antialiasing, center crop, CLIP mean/std). L2-normalised "
+                         "unless --raw.\n\n"
+                         "usage: distill encode-image --checkpoint F IMAGE...")
+                   .c_str(),
+               stdout);
+    return 0;
+  }
+  const auto ckpt = args.value("checkpoint");
+  if (!ckpt) throw UsageError("distill encode-image: --checkpoint FILE is required");
+  const auto& files = args.positional();
+  if (files.empty()) throw UsageError("distill encode-image: give at least one IMAGE to encode");
+  if (args.flag("tokens") && !args.value("out"))
+    throw UsageError("distill encode-image: --tokens needs --out FILE.npy");
+  const Device device = parse_device(args, "encode-image");
+  auto encoder = models::load_image_encoder(*ckpt);
+  encoder->to(device);
+  const int size = static_cast<int>(encoder->image_size());
+  const data::ClipPreprocess preprocess(size);
+  const int64_t n = static_cast<int64_t>(files.size());
+  Tensor pixels = Tensor::empty({n, 3, size, size});
+  for (int64_t i = 0; i < n; ++i)
+    preprocess.apply(data::decode_image_file(files[i]), 0, 0, 0,
+                     pixels.data<float>() + i * 3 * size * size);
+  NoGradGuard no_grad;
+  const models::ImageFeatures f = encoder->encode(to_device(pixels, device));
+  Tensor emb = args.flag("raw") ? f.pooled : l2_normalise(f.pooled);
+  emb = to_device(emb, Device::cpu());
+  if (const auto out = args.value("out"))
+    save_npy(*out, args.flag("tokens") ? to_device(f.tokens, Device::cpu()) : emb);
+  print_rows(emb, files, args.flag("json"));
   return 0;
 }
 

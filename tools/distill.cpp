@@ -17,10 +17,14 @@ struct Command {
 
 const Command kCommands[] = {
     {"info", "print the version, backends, GPUs, BLAS and threads", distill::cli::cmd_info},
+    {"run", "run an experiment config: teacher, head, students, baselines, report",
+     distill::cli::cmd_run},
     {"convert", "convert a Hugging Face or OpenAI/open_clip checkpoint to distill's format",
      distill::cli::cmd_convert},
     {"encode-text", "print (and save) text embeddings from a converted checkpoint",
      distill::cli::cmd_encode_text},
+    {"encode-image", "print (and save) image embeddings from a converted checkpoint",
+     distill::cli::cmd_encode_image},
     {"bench", "run a benchmark against a reference in the same process (gemm)",
      distill::cli::cmd_bench},
 };

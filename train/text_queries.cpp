@@ -2,24 +2,9 @@
 
 #include "core/autograd.h"
 #include "core/error.h"
+#include "data/prompts.h"
 
 namespace distill::train {
-
-std::string fill_template(const std::string& templ, const std::string& class_name) {
-  std::string out;
-  bool filled = false;
-  for (size_t i = 0; i < templ.size(); ++i) {
-    if (templ.compare(i, 2, "{}") == 0) {
-      out += class_name;
-      filled = true;
-      ++i;
-    } else {
-      out += templ[i];
-    }
-  }
-  DISTILL_CHECK(filled, "prompt template '", templ, "' has no {} for the class name");
-  return out;
-}
 
 namespace {
 Tensor normalise_rows(const Tensor& x) {
@@ -36,7 +21,7 @@ Tensor class_text_embeddings(models::TextEncoder& encoder, const Tokenizer& toke
   NoGradGuard no_grad;
   std::vector<std::string> prompts;
   for (const auto& name : class_names)
-    for (const auto& t : templates) prompts.push_back(fill_template(t, name));
+    for (const auto& t : templates) prompts.push_back(data::fill_template(t, name));
   std::vector<Tensor> pooled;
   for (size_t start = 0; start < prompts.size(); start += static_cast<size_t>(batch)) {
     const size_t end = std::min(prompts.size(), start + static_cast<size_t>(batch));

@@ -11,9 +11,6 @@
 
 namespace distill::train {
 
-// Replaces each "{}" in the template with the class name.
-std::string fill_template(const std::string& templ, const std::string& class_name);
-
 // T [C, d_T] (F32, on the encoder's device), rows of unit norm. Prompts are encoded in batches of
 // `batch` texts without autograd.
 Tensor class_text_embeddings(models::TextEncoder& encoder, const Tokenizer& tokenizer,

@@ -1,6 +1,7 @@
 // Class queries: template filling, per-prompt normalisation, template averaging.
 #include <cmath>
 
+#include "data/prompts.h"
 #include "models/bert.h"
 #include "train/text_queries.h"
 #include "tests/test_util.h"
@@ -10,12 +11,6 @@ namespace {
 
 std::string bert_vocab() {
   return std::string(DISTILL_SOURCE_DIR) + "/tests/fixtures/tokenizers/bert-uncased-vocab.txt";
-}
-
-TEST(TextQueries, FillTemplate) {
-  EXPECT_EQ(train::fill_template("a photo of a {}.", "dog"), "a photo of a dog.");
-  EXPECT_EQ(train::fill_template("{} and {}", "x"), "x and x");
-  EXPECT_THROW(train::fill_template("no slot", "dog"), Error);
 }
 
 TEST(TextQueries, AveragesNormalisedPromptEmbeddingsPerClass) {
@@ -39,7 +34,7 @@ TEST(TextQueries, AveragesNormalisedPromptEmbeddingsPerClass) {
   NoGradGuard guard;
   std::vector<double> acc(16, 0.0);
   for (const auto& templ : templates) {
-    const TokenBatch b = tok->encode_batch({train::fill_template(templ, classes[1])});
+    const TokenBatch b = tok->encode_batch({data::fill_template(templ, classes[1])});
     const auto e = enc.encode(b.ids, b.attention_mask).pooled.to_double_vector();
     double n = 0;
     for (double v : e) n += v * v;

@@ -1,0 +1,180 @@
+// The experiment runner end to end on the CPU: tiny teachers on real CIFAR-10 images, every
+// stage and baseline, the report; and a run killed part-way then resumed.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/safetensors.h"
+#include "tests/models/model_test_util.h"
+#include "tests/tools/cli_run.h"
+#include "train/experiment.h"
+
+namespace distill::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string shards() { return std::string(DISTILL_SOURCE_DIR) + "/../shared/data/cifar10-jpg"; }
+
+json tiny_config(const std::string& name, const json& teacher_arch) {
+  json c = json::parse(std::ifstream(std::string(DISTILL_SOURCE_DIR) + "/configs/smoke-cpu.json"));
+  c["name"] = name;
+  c["data"]["train"] = shards() + "/train-{0000..0004}.tar";
+  c["data"]["test"] = shards() + "/test-0000.tar";
+  c["data"]["workers"] = 2;
+  c["text"]["tokenizer"] =
+      std::string(DISTILL_SOURCE_DIR) + "/tests/fixtures/tokenizers/bert-uncased-vocab.txt";
+  c["teacher"]["arch"] = teacher_arch;
+  return c;
+}
+
+std::vector<json> read_jsonl(const fs::path& p) {
+  std::vector<json> out;
+  std::ifstream in(p);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) out.push_back(json::parse(line));
+  return out;
+}
+
+#define SKIP_WITHOUT_SHARDS()                                                          \
+  if (!fs::exists(shards() + "/test-0000.tar"))                                        \
+  GTEST_SKIP() << "real CIFAR-10 shards not found at " << shards()
+
+TEST(Experiment, EveryStageRunsOnATinyVitAndTheReportHasEveryColumn) {
+  SKIP_WITHOUT_SHARDS();
+  TempDir tmp;
+  train::RunOptions opts;
+  opts.runs_dir = tmp.path().string();
+  opts.quiet = true;
+  const json c = tiny_config("vit", json::parse(R"({"type": "vit", "image_size": 32,
+      "patch_size": 8, "width": 32, "layers": 2, "heads": 2, "mlp_dim": 64, "output_dim": 32,
+      "act": "gelu"})"));
+  const json summary = train::run_experiment(c, "test config", opts);
+  for (const char* stage : {"teacher", "probe", "head", "student_text", "student_notext",
+                            "student_labels"}) {
+    ASSERT_TRUE(summary["stages"].contains(stage)) << stage;
+    const double top1 = summary["stages"][stage]["top1"];
+    EXPECT_GE(top1, 0.0);
+    EXPECT_LE(top1, 1.0);
+  }
+  // Zero-shot needs CLIP towers; with a BERT text encoder it is recorded as skipped.
+  EXPECT_TRUE(summary["stages"]["zeroshot"].contains("skipped"));
+  const fs::path dir = tmp.path() / "vit";
+  for (const char* f : {"config.json", "metrics.jsonl", "summary.json", "report.md",
+                        "class_queries.npy", "teacher.safetensors", "student_text.safetensors"})
+    EXPECT_TRUE(fs::exists(dir / f)) << f;
+  // The training losses fall within each trained stage (first logged vs last logged step).
+  std::map<std::string, std::vector<double>> losses;
+  for (const auto& r : read_jsonl(dir / "metrics.jsonl"))
+    if (r.contains("loss") && r.contains("stage")) losses[r["stage"]].push_back(r["loss"]);
+  for (const char* stage : {"teacher", "head"}) {
+    ASSERT_GE(losses[stage].size(), 2u) << stage;
+    EXPECT_LT(losses[stage].back(), losses[stage].front()) << stage;
+  }
+  std::ifstream in(dir / "report.md");
+  const std::string report((std::istreambuf_iterator<char>(in)), {});
+  for (const char* column : {"Linear probe", "Head", "Self-distillation without text",
+                             "Self-distillation with text", "Student, labels only", "Zero-shot"})
+    EXPECT_NE(report.find(column), std::string::npos) << column;
+}
+
+TEST(Experiment, ResNetTeacherRunsTheHeadOnItsFeatureMap) {
+  SKIP_WITHOUT_SHARDS();
+  TempDir tmp;
+  train::RunOptions opts;
+  opts.runs_dir = tmp.path().string();
+  opts.quiet = true;
+  json c = tiny_config("rn", json::parse(R"({"type": "resnet", "blocks": [1, 1, 1, 1],
+      "width": 8, "image_size": 32, "heads": 2, "output_dim": 16})"));
+  c["stages"] = {"teacher", "head", "student_text"};
+  const json summary = train::run_experiment(c, "test config", opts);
+  EXPECT_TRUE(summary["stages"].contains("student_text"));
+  EXPECT_FALSE(summary["stages"].contains("student_notext"));
+}
+
+TEST(Experiment, BadConfigsAreNamed) {
+  const json base = tiny_config("bad", json::parse(R"({"type": "vit", "image_size": 32,
+      "patch_size": 8, "width": 32, "layers": 1, "heads": 2, "mlp_dim": 64})"));
+  auto expect_error = [&](json c, const std::string& needle) {
+    try {
+      train::resolve_experiment_config(c, "exp.json");
+      ADD_FAILURE() << "no error for " << needle;
+    } catch (const Error& e) {
+      EXPECT_TRUE(message_has(e, "exp.json")) << e.what();
+      EXPECT_TRUE(message_has(e, needle)) << e.what() << " lacks " << needle;
+    }
+  };
+  json c = base;
+  c["studnet"] = json::object();
+  expect_error(c, "unknown config key 'studnet'");
+  c = base;
+  c["student"]["alpah"] = 1;
+  expect_error(c, "student.alpah");
+  c = base;
+  c["stages"] = {"teacher", "distil"};
+  expect_error(c, "unknown stage");
+  c = base;
+  c["teacher"]["arch"] = json::object();
+  expect_error(c, "teacher needs a checkpoint or an arch");
+  c = base;
+  c["student"]["alpha"] = 2;
+  expect_error(c, "alpha");
+}
+
+// Runs `distill run` as a child and kills it with SIGKILL once a mid-stage checkpoint exists.
+TEST(Experiment, KilledRunResumesBitIdentically) {
+  SKIP_WITHOUT_SHARDS();
+  TempDir tmp;
+  json c = tiny_config("resume", json::parse(R"({"type": "vit", "image_size": 32,
+      "patch_size": 8, "width": 32, "layers": 2, "heads": 2, "mlp_dim": 64, "output_dim": 32,
+      "act": "gelu"})"));
+  c["stages"] = {"teacher"};
+  c["stage0"]["epochs"] = 3;
+  c["checkpoint_every"] = 3;
+  const std::string cfg = tmp.file("resume.json");
+  std::ofstream(cfg) << c.dump();
+  const std::string straight = (tmp.path() / "straight").string();
+  const std::string killed = (tmp.path() / "killed").string();
+  ASSERT_EQ(run_distill("run --quiet --config " + cfg + " --runs-dir " + straight).exit_code, 0);
+
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    execl(DISTILL_BINARY, DISTILL_BINARY, "run", "--quiet", "--config", cfg.c_str(),
+          "--runs-dir", killed.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const fs::path latest = fs::path(killed) / "resume/checkpoints/teacher/latest.json";
+  bool killed_midway = false;
+  for (int i = 0; i < 6000 && !killed_midway; ++i) {
+    if (fs::exists(latest)) {
+      kill(pid, SIGKILL);
+      killed_midway = true;
+    } else {
+      usleep(5000);
+    }
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(killed_midway) << "no mid-stage checkpoint appeared";
+  if (WIFEXITED(status)) GTEST_SKIP() << "the run finished before it could be killed";
+  EXPECT_FALSE(fs::exists(fs::path(killed) / "resume/teacher.safetensors"));
+  Result r = run_distill("run --quiet --resume --config " + cfg + " --runs-dir " + killed);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  SafetensorsFile a(straight + "/resume/teacher.safetensors");
+  SafetensorsFile b(killed + "/resume/teacher.safetensors");
+  for (const auto& name : a.names()) {
+    if (name.rfind("model.", 0) != 0) continue;
+    const Tensor ta = a.tensor(name), tb = b.tensor(name);
+    ASSERT_EQ(ta.nbytes(), tb.nbytes()) << name;
+    EXPECT_EQ(std::memcmp(ta.data_ptr(), tb.data_ptr(), ta.nbytes()), 0) << name;
+  }
+}
+
+}  // namespace
+}  // namespace distill::testing

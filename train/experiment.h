@@ -1,0 +1,36 @@
+// The experiment runner: one JSON config -> the stages of DESIGN.md section 1 in order, writing
+// runs/<name>/ (resolved config, metrics.jsonl, checkpoints, summary.json, report.md).
+//
+// Stages (config "stages", in this order; default: all that the config can run):
+//   teacher         stage 0 when no pretrained image encoder is given: train E_I on the labels
+//   probe           linear probe on the frozen teacher's pooled embedding (baseline column)
+//   head            stage 1: the image-text head on frozen E_I tokens and class-prompt queries
+//   student_text    stage 2 with the head as teacher (self-distillation with text)
+//   student_notext  stage 2 with E_I + the linear probe as teacher (Born-Again, without text)
+//   student_labels  the same student trained on the labels only
+//   zeroshot        CLIP zero-shot accuracy (when E_I and E_T are CLIP towers of one model)
+// A stage whose final checkpoint exists in the run folder is loaded instead of retrained, and a
+// stage interrupted after a periodic checkpoint continues from it (--resume).
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace distill::train {
+
+struct RunOptions {
+  std::string runs_dir = "runs";
+  std::string name;     // overrides the config's name
+  bool resume = false;  // continue an existing run folder (else it must not exist)
+  bool quiet = false;   // no progress output
+};
+
+// The config with every default filled in (what runs/<name>/config.json holds). Unknown keys and
+// bad values are errors naming `where` and the key.
+nlohmann::json resolve_experiment_config(const nlohmann::json& config, const std::string& where);
+
+// Runs the experiment; returns the summary (also written to summary.json).
+nlohmann::json run_experiment(const nlohmann::json& config, const std::string& where,
+                              const RunOptions& options);
+
+}  // namespace distill::train
