@@ -140,5 +140,55 @@ TEST(CliModels, EncodeTextBadInput) {
   EXPECT_NE(missing.out.find("none.safetensors"), std::string::npos) << missing.out;
 }
 
+TEST(CliModels, EncodeImageWritesNormalisedEmbeddingsAndTokens) {
+  const std::string images = std::string(DISTILL_SOURCE_DIR) + "/../shared/data/captions-sample";
+  if (!fs::exists(images + "/astronaut.png")) GTEST_SKIP() << "no sample images at " << images;
+  TempDir tmp;
+  const std::string ckpt = tmp.file("clip.safetensors");
+  ASSERT_EQ(run_distill("convert --in " + model_fixture("hf_clip") + " --out " + ckpt).exit_code,
+            0);
+  const std::string npy = tmp.file("img.npy");
+  const std::string files = images + "/astronaut.png " + images + "/rocket.jpg " + images +
+                            "/astronaut.png";
+  Result r = run_distill("encode-image --checkpoint " + ckpt + " --out " + npy + " " + files);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const Tensor e = load_npy(npy);
+  ASSERT_EQ(e.shape(), (Shape{3, 32}));
+  const auto v = e.to_double_vector();
+  for (int i = 0; i < 3; ++i) {
+    double n = 0;
+    for (int j = 0; j < 32; ++j) n += v[i * 32 + j] * v[i * 32 + j];
+    EXPECT_NEAR(n, 1.0, 1e-5);
+  }
+  // The same image twice (not bit-equal: GEMM blocking depends on the row).
+  for (int j = 0; j < 32; ++j) EXPECT_NEAR(v[j], v[64 + j], 1e-6);
+  EXPECT_NE(v[0], v[32]);
+  Result tokens = run_distill("encode-image --tokens --checkpoint " + ckpt + " --out " + npy +
+                              " " + images + "/rocket.jpg");
+  ASSERT_EQ(tokens.exit_code, 0) << tokens.out;
+  EXPECT_EQ(load_npy(npy).shape(), (Shape{1, 26, 32}));  // class token + 5x5 patches
+}
+
+TEST(CliModels, EncodeImageBadInput) {
+  TempDir tmp;
+  const std::string ckpt = tmp.file("bert.safetensors");
+  ASSERT_EQ(run_distill("convert --in " + model_fixture("hf_bert") + " --out " + ckpt).exit_code,
+            0);
+  const std::string bad = tmp.file("broken.jpg");
+  std::ofstream(bad) << "not an image";
+  Result text_only = run_distill("encode-image --checkpoint " + ckpt + " " + bad);
+  EXPECT_EQ(text_only.exit_code, 1);
+  EXPECT_NE(text_only.out.find("no image tower"), std::string::npos) << text_only.out;
+  const std::string clip = tmp.file("clip.safetensors");
+  ASSERT_EQ(run_distill("convert --in " + model_fixture("hf_clip_vision") + " --out " + clip)
+                .exit_code,
+            0);
+  Result corrupt = run_distill("encode-image --checkpoint " + clip + " " + bad);
+  EXPECT_EQ(corrupt.exit_code, 1);
+  EXPECT_NE(corrupt.out.find("broken.jpg"), std::string::npos) << corrupt.out;
+  Result none = run_distill("encode-image --checkpoint " + clip);
+  EXPECT_EQ(none.exit_code, 2);
+}
+
 }  // namespace
 }  // namespace distill::testing
