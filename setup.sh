@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian/Ubuntu machine for distill, builds it, and runs the main job or the tests.
 #
-#   ./setup.sh          install dependencies, build, run the main job on its built-in default
+#   ./setup.sh          install dependencies, build, run the main job (configs/smoke-cpu.json)
 #   ./setup.sh test     install dependencies, build with warnings as errors, run the whole test suite
 #   ./setup.sh build    install dependencies and build only
 #
@@ -77,8 +77,9 @@ cmake --build "$BUILD_DIR" -j "$JOBS"
 
 case "$MODE" in
   run)
-    say "running: $BUILD_DIR/distill info"
     "$BUILD_DIR/distill" info
+    say "running: $BUILD_DIR/distill run --config configs/smoke-cpu.json (the whole method on real CIFAR-10 images, tiny models)"
+    "$BUILD_DIR/distill" run --config configs/smoke-cpu.json --name "smoke-cpu-$(date +%Y%m%d-%H%M%S)"
     ;;
   test)
     say "running the test suite"
