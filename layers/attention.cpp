@@ -21,8 +21,8 @@ MultiheadAttention::MultiheadAttention(int64_t dim, int64_t heads_, int64_t kdim
 Tensor multi_head_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t heads,
                             const AttentionMask& mask) {
   const int64_t batch = q.size(0), lq = q.size(1), lk = k.size(1), width = q.size(2);
-  DISTILL_CHECK(k.size(0) == batch && v.size(0) == batch && k.size(2) == width &&
-                    v.size(1) == lk && v.size(2) == width,
+  DISTILL_CHECK(k.size(0) == batch && v.size(0) == batch && k.size(2) == width && v.size(1) == lk &&
+                    v.size(2) == width,
                 "multi_head_attention: q ", q.describe(), ", k ", k.describe(), ", v ",
                 v.describe(), " do not agree");
   const int64_t head_dim = width / heads;
@@ -66,8 +66,8 @@ Tensor AttentionPool2d::forward(const Tensor& x) const {
   DISTILL_CHECK(hw + 1 == positional_embedding.size(0) && c == positional_embedding.size(1),
                 "AttentionPool2d: input ", x.describe(), " does not fit the position embedding ",
                 shape_str(positional_embedding.shape()));
-  Tensor tokens = permute(reshape(x, {n, c, hw}), {0, 2, 1});               // [N, HW, C]
-  tokens = concat({mean(tokens, {1}, /*keepdim=*/true), tokens}, 1);        // [N, HW+1, C]
+  Tensor tokens = permute(reshape(x, {n, c, hw}), {0, 2, 1});         // [N, HW, C]
+  tokens = concat({mean(tokens, {1}, /*keepdim=*/true), tokens}, 1);  // [N, HW+1, C]
   tokens = add(tokens, positional_embedding);
   Tensor query = slice(tokens, 1, 0, 1);
   Tensor o = multi_head_attention(q_proj->forward(query), k_proj->forward(tokens),

@@ -27,7 +27,9 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias, Genera
   }
 }
 
-Tensor Linear::forward(const Tensor& x) const { return linear(x, weight, bias); }
+Tensor Linear::forward(const Tensor& x) const {
+  return linear(x, weight, bias);
+}
 
 Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride_,
                int64_t padding_, bool with_bias, Generator* gen)
@@ -41,7 +43,9 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size, i
   }
 }
 
-Tensor Conv2d::forward(const Tensor& x) const { return conv2d(x, weight, bias, stride, padding); }
+Tensor Conv2d::forward(const Tensor& x) const {
+  return conv2d(x, weight, bias, stride, padding);
+}
 
 LayerNorm::LayerNorm(int64_t dim, double eps_) : Module("LayerNorm"), eps(eps_) {
   weight = ones({dim});
@@ -50,7 +54,9 @@ LayerNorm::LayerNorm(int64_t dim, double eps_) : Module("LayerNorm"), eps(eps_) 
   register_parameter("bias", &bias);
 }
 
-Tensor LayerNorm::forward(const Tensor& x) const { return layer_norm(x, weight, bias, eps); }
+Tensor LayerNorm::forward(const Tensor& x) const {
+  return layer_norm(x, weight, bias, eps);
+}
 
 BatchNorm2d::BatchNorm2d(int64_t channels, double eps_, double momentum_)
     : Module("BatchNorm2d"), eps(eps_), momentum(momentum_) {
@@ -76,7 +82,9 @@ Embedding::Embedding(int64_t num_embeddings, int64_t dim, Generator* gen) : Modu
   register_parameter("weight", &weight);
 }
 
-Tensor Embedding::forward(const Tensor& ids) const { return embedding(weight, ids); }
+Tensor Embedding::forward(const Tensor& ids) const {
+  return embedding(weight, ids);
+}
 
 Activation activation_from_name(const std::string& name) {
   if (name == "gelu") return Activation::GELU;
@@ -87,18 +95,24 @@ Activation activation_from_name(const std::string& name) {
 
 const char* activation_name(Activation act) {
   switch (act) {
-    case Activation::GELU: return "gelu";
-    case Activation::QuickGELU: return "quick_gelu";
-    case Activation::ReLU: return "relu";
+    case Activation::GELU:
+      return "gelu";
+    case Activation::QuickGELU:
+      return "quick_gelu";
+    case Activation::ReLU:
+      return "relu";
   }
   return "?";
 }
 
 Tensor activate(const Tensor& x, Activation act) {
   switch (act) {
-    case Activation::GELU: return gelu(x);
-    case Activation::QuickGELU: return quick_gelu(x);
-    case Activation::ReLU: return relu(x);
+    case Activation::GELU:
+      return gelu(x);
+    case Activation::QuickGELU:
+      return quick_gelu(x);
+    case Activation::ReLU:
+      return relu(x);
   }
   return x;
 }
@@ -108,6 +122,8 @@ Mlp::Mlp(int64_t dim, int64_t hidden, Activation act_, Generator* gen) : Module(
   fc2 = register_module("fc2", std::make_shared<Linear>(hidden, dim, true, gen));
 }
 
-Tensor Mlp::forward(const Tensor& x) const { return fc2->forward(activate(fc1->forward(x), act)); }
+Tensor Mlp::forward(const Tensor& x) const {
+  return fc2->forward(activate(fc1->forward(x), act));
+}
 
 }  // namespace distill::nn

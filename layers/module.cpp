@@ -169,7 +169,11 @@ Device Module::device() const {
   return Device::cpu();
 }
 
-ScopedRange::ScopedRange(const char* name) { kernels::cuda::nvtx_push(name); }
-ScopedRange::~ScopedRange() { kernels::cuda::nvtx_pop(); }
+ScopedRange::ScopedRange(const char* name) {
+  kernels::cuda::nvtx_push(name);
+}
+ScopedRange::~ScopedRange() {
+  kernels::cuda::nvtx_pop();
+}
 
 }  // namespace distill::nn

@@ -11,11 +11,11 @@ BertLayer::BertLayer(const BertConfig& c, Generator* gen)
   // intermediate.dense, output.{dense,LayerNorm}.
   auto attention = std::make_shared<nn::Container>("BertAttention");
   auto self = attention->register_module("self", std::make_shared<nn::Container>("BertSelf"));
-  query = self->register_module("query", std::make_shared<nn::Linear>(c.hidden, c.hidden, true,
-                                                                      gen));
+  query =
+      self->register_module("query", std::make_shared<nn::Linear>(c.hidden, c.hidden, true, gen));
   key = self->register_module("key", std::make_shared<nn::Linear>(c.hidden, c.hidden, true, gen));
-  value = self->register_module("value", std::make_shared<nn::Linear>(c.hidden, c.hidden, true,
-                                                                      gen));
+  value =
+      self->register_module("value", std::make_shared<nn::Linear>(c.hidden, c.hidden, true, gen));
   auto attn_output = attention->register_module("output", std::make_shared<nn::Container>());
   attn_out = attn_output->register_module(
       "dense", std::make_shared<nn::Linear>(c.hidden, c.hidden, true, gen));
@@ -27,17 +27,17 @@ BertLayer::BertLayer(const BertConfig& c, Generator* gen)
       "dense", std::make_shared<nn::Linear>(c.hidden, c.intermediate, true, gen));
   register_module("intermediate", std::shared_ptr<nn::Module>(inter));
   auto out = std::make_shared<nn::Container>();
-  output = out->register_module("dense", std::make_shared<nn::Linear>(c.intermediate, c.hidden,
-                                                                      true, gen));
-  output_norm = out->register_module("LayerNorm",
-                                     std::make_shared<nn::LayerNorm>(c.hidden, c.ln_eps));
+  output = out->register_module("dense",
+                                std::make_shared<nn::Linear>(c.intermediate, c.hidden, true, gen));
+  output_norm =
+      out->register_module("LayerNorm", std::make_shared<nn::LayerNorm>(c.hidden, c.ln_eps));
   register_module("output", std::shared_ptr<nn::Module>(out));
 }
 
 Tensor BertLayer::forward(const Tensor& x, const AttentionMask& mask) const {
   nn::ScopedRange range("BertLayer");
-  Tensor a = nn::multi_head_attention(query->forward(x), key->forward(x), value->forward(x), heads,
-                                  mask);
+  Tensor a =
+      nn::multi_head_attention(query->forward(x), key->forward(x), value->forward(x), heads, mask);
   Tensor h = attn_norm->forward(add(x, attn_out->forward(a)));
   Tensor f = output->forward(nn::activate(intermediate->forward(h), act));
   return output_norm->forward(add(h, f));
@@ -60,8 +60,8 @@ BertModel::BertModel(const BertConfig& c, Generator* gen) : TextEncoder("BertMod
   register_module("encoder", std::shared_ptr<nn::Module>(encoder));
   if (c.pooler) {
     auto p = std::make_shared<nn::Container>("BertPooler");
-    pooler = p->register_module("dense", std::make_shared<nn::Linear>(c.hidden, c.hidden, true,
-                                                                      gen));
+    pooler =
+        p->register_module("dense", std::make_shared<nn::Linear>(c.hidden, c.hidden, true, gen));
     register_module("pooler", std::shared_ptr<nn::Module>(p));
   }
 }

@@ -17,8 +17,8 @@ TransformerBlock::TransformerBlock(int64_t width, int64_t heads, int64_t mlp_dim
                                    nn::Activation act, double eps, Generator* gen)
     : nn::Module("TransformerBlock") {
   ln_1 = register_module("ln_1", std::make_shared<nn::LayerNorm>(width, eps));
-  attn = register_module("attn", std::make_shared<nn::MultiheadAttention>(width, heads, 0, true,
-                                                                          gen));
+  attn =
+      register_module("attn", std::make_shared<nn::MultiheadAttention>(width, heads, 0, true, gen));
   ln_2 = register_module("ln_2", std::make_shared<nn::LayerNorm>(width, eps));
   mlp = register_module("mlp", std::make_shared<nn::Mlp>(width, mlp_dim, act, gen));
 }
@@ -56,7 +56,7 @@ Tensor VisionTransformer::hidden_states(const Tensor& pixels) {
                 "VisionTransformer: expected images [N, 3, ", config.image_size, ", ",
                 config.image_size, "], got ", pixels.describe());
   const int64_t n = pixels.size(0), w = config.width;
-  Tensor x = patch_embed->forward(pixels);                        // [N, W, g, g]
+  Tensor x = patch_embed->forward(pixels);                            // [N, W, g, g]
   x = permute(reshape(x, {n, w, x.size(2) * x.size(3)}), {0, 2, 1});  // [N, g*g, W]
   Tensor cls = expand(reshape(class_embedding, {1, 1, w}), {n, 1, w});
   x = add(concat({to_dtype(cls, x.dtype()), x}, 1), position_embedding);
@@ -73,14 +73,14 @@ ImageFeatures VisionTransformer::encode(const Tensor& pixels) {
 
 Bottleneck::Bottleneck(int64_t inplanes, int64_t planes, int64_t stride_, Generator* gen)
     : nn::Module("Bottleneck"), stride(stride_) {
-  conv1 = register_module("conv1", std::make_shared<nn::Conv2d>(inplanes, planes, 1, 1, 0, false,
-                                                                gen));
+  conv1 =
+      register_module("conv1", std::make_shared<nn::Conv2d>(inplanes, planes, 1, 1, 0, false, gen));
   bn1 = register_module("bn1", std::make_shared<nn::BatchNorm2d>(planes));
-  conv2 = register_module("conv2", std::make_shared<nn::Conv2d>(planes, planes, 3, 1, 1, false,
-                                                                gen));
+  conv2 =
+      register_module("conv2", std::make_shared<nn::Conv2d>(planes, planes, 3, 1, 1, false, gen));
   bn2 = register_module("bn2", std::make_shared<nn::BatchNorm2d>(planes));
-  conv3 = register_module("conv3", std::make_shared<nn::Conv2d>(planes, planes * 4, 1, 1, 0,
-                                                                false, gen));
+  conv3 = register_module("conv3",
+                          std::make_shared<nn::Conv2d>(planes, planes * 4, 1, 1, 0, false, gen));
   bn3 = register_module("bn3", std::make_shared<nn::BatchNorm2d>(planes * 4));
   if (stride > 1 || inplanes != planes * 4) {
     auto ds = std::make_shared<nn::Container>("Downsample");
@@ -110,8 +110,7 @@ ModifiedResNet::ModifiedResNet(const ResNetConfig& c, Generator* gen)
   const int64_t w = c.width;
   conv1 = register_module("conv1", std::make_shared<nn::Conv2d>(3, w / 2, 3, 2, 1, false, gen));
   bn1 = register_module("bn1", std::make_shared<nn::BatchNorm2d>(w / 2));
-  conv2 = register_module("conv2", std::make_shared<nn::Conv2d>(w / 2, w / 2, 3, 1, 1, false,
-                                                                gen));
+  conv2 = register_module("conv2", std::make_shared<nn::Conv2d>(w / 2, w / 2, 3, 1, 1, false, gen));
   bn2 = register_module("bn2", std::make_shared<nn::BatchNorm2d>(w / 2));
   conv3 = register_module("conv3", std::make_shared<nn::Conv2d>(w / 2, w, 3, 1, 1, false, gen));
   bn3 = register_module("bn3", std::make_shared<nn::BatchNorm2d>(w));
@@ -121,14 +120,14 @@ ModifiedResNet::ModifiedResNet(const ResNetConfig& c, Generator* gen)
     stages[s] = register_module("layer" + std::to_string(s + 1),
                                 std::make_shared<nn::ModuleList<Bottleneck>>());
     for (int64_t b = 0; b < c.blocks[s]; ++b) {
-      stages[s]->push_back(std::make_shared<Bottleneck>(inplanes, planes, b == 0 ? stride : 1,
-                                                        gen));
+      stages[s]->push_back(
+          std::make_shared<Bottleneck>(inplanes, planes, b == 0 ? stride : 1, gen));
       inplanes = planes * 4;
     }
   }
-  attnpool = register_module("attnpool", std::make_shared<nn::AttentionPool2d>(
-                                             c.image_size / 32, c.embed_dim(), c.heads,
-                                             c.output_dim, gen));
+  attnpool = register_module(
+      "attnpool", std::make_shared<nn::AttentionPool2d>(c.image_size / 32, c.embed_dim(), c.heads,
+                                                        c.output_dim, gen));
 }
 
 ImageFeatures ModifiedResNet::encode(const Tensor& pixels) {
@@ -149,10 +148,10 @@ ImageFeatures ModifiedResNet::encode(const Tensor& pixels) {
 }
 
 void check_token_ids(const Tensor& ids, int64_t vocab_size, int64_t max_len, const char* model) {
-  DISTILL_CHECK(ids.defined() && ids.dim() == 2 &&
-                    (ids.dtype() == DType::I64 || ids.dtype() == DType::I32),
-                model, ": expected token ids [N, L] of an integer dtype, got ",
-                ids.defined() ? ids.describe() : std::string("nothing"));
+  DISTILL_CHECK(
+      ids.defined() && ids.dim() == 2 && (ids.dtype() == DType::I64 || ids.dtype() == DType::I32),
+      model, ": expected token ids [N, L] of an integer dtype, got ",
+      ids.defined() ? ids.describe() : std::string("nothing"));
   DISTILL_CHECK(ids.size(1) >= 1 && ids.size(1) <= max_len, model, ": ", ids.size(1),
                 " tokens per row, the model takes 1 to ", max_len);
   for (int64_t id : ids.to_int_vector())
@@ -162,9 +161,8 @@ void check_token_ids(const Tensor& ids, int64_t vocab_size, int64_t max_len, con
 
 ClipTextTransformer::ClipTextTransformer(const ClipTextConfig& c, Generator* gen)
     : TextEncoder("ClipTextTransformer"), config(c) {
-  token_embedding =
-      register_module("token_embedding", std::make_shared<nn::Embedding>(c.vocab_size, c.width,
-                                                                         gen));
+  token_embedding = register_module("token_embedding",
+                                    std::make_shared<nn::Embedding>(c.vocab_size, c.width, gen));
   token_embedding->weight.copy_(mul(token_embedding->weight, 0.02));  // CLIP's init scale
   position_embedding = scaled_randn({c.context_length, c.width}, 0.01, gen);
   register_parameter("position_embedding", &position_embedding);

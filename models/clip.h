@@ -29,7 +29,9 @@ class VisionTransformer : public ImageEncoder {
   // The transformer's output before ln_post, [N, 1 + grid^2, width] (for tests and probes).
   Tensor hidden_states(const Tensor& pixels);
   int64_t image_size() const override { return config.image_size; }
-  int64_t embed_dim() const override { return config.output_dim ? config.output_dim : config.width; }
+  int64_t embed_dim() const override {
+    return config.output_dim ? config.output_dim : config.width;
+  }
   int64_t token_dim() const override { return embed_dim(); }
   int64_t num_tokens() const override { return 1 + config.grid() * config.grid(); }
   nlohmann::json config_json() const override { return to_json(config); }
@@ -80,7 +82,9 @@ class ClipTextTransformer : public TextEncoder {
   explicit ClipTextTransformer(const ClipTextConfig& config, Generator* gen = nullptr);
   // attention_mask is not needed (causal attention; pooling at the end token) and is ignored.
   TextFeatures encode(const Tensor& ids, const Tensor& attention_mask = Tensor()) override;
-  int64_t embed_dim() const override { return config.output_dim ? config.output_dim : config.width; }
+  int64_t embed_dim() const override {
+    return config.output_dim ? config.output_dim : config.width;
+  }
   int64_t max_length() const override { return config.context_length; }
   std::string arch() const override { return "clip-text"; }
   nlohmann::json config_json() const override { return to_json(config); }

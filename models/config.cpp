@@ -68,14 +68,14 @@ void check_heads(const std::string& where, int64_t width, int64_t heads) {
 }  // namespace
 
 json to_json(const VitConfig& c) {
-  return {{"type", "vit"},         {"image_size", c.image_size}, {"patch_size", c.patch_size},
-          {"width", c.width},      {"layers", c.layers},         {"heads", c.heads},
-          {"mlp_dim", c.mlp_dim},  {"output_dim", c.output_dim}, {"act", nn::activation_name(c.act)},
+  return {{"type", "vit"},        {"image_size", c.image_size}, {"patch_size", c.patch_size},
+          {"width", c.width},     {"layers", c.layers},         {"heads", c.heads},
+          {"mlp_dim", c.mlp_dim}, {"output_dim", c.output_dim}, {"act", nn::activation_name(c.act)},
           {"ln_eps", c.ln_eps}};
 }
 
 json to_json(const ResNetConfig& c) {
-  return {{"type", "resnet"},          {"blocks", c.blocks}, {"width", c.width},
+  return {{"type", "resnet"},           {"blocks", c.blocks}, {"width", c.width},
           {"image_size", c.image_size}, {"heads", c.heads},   {"output_dim", c.output_dim}};
 }
 
@@ -191,8 +191,8 @@ BertConfig bert_config_from_json(const json& j, const std::string& where) {
 }
 
 std::vector<std::string> preset_names() {
-  return {"clip-vit-b-32", "clip-vit-b-16",     "clip-rn50",        "clip-text-b",
-          "clip-text-rn50", "roberta-base",     "bert-base-uncased", "all-minilm-l6-v2"};
+  return {"clip-vit-b-32",  "clip-vit-b-16", "clip-rn50",         "clip-text-b",
+          "clip-text-rn50", "roberta-base",  "bert-base-uncased", "all-minilm-l6-v2"};
 }
 
 ModelSpec preset(const std::string& name) {

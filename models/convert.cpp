@@ -22,7 +22,9 @@ using nlohmann::json;
 
 namespace {
 
-bool starts_with(const std::string& s, const std::string& p) { return s.rfind(p, 0) == 0; }
+bool starts_with(const std::string& s, const std::string& p) {
+  return s.rfind(p, 0) == 0;
+}
 
 json read_json_file(const fs::path& path) {
   std::ifstream in(path);
@@ -37,8 +39,8 @@ json read_json_file(const fs::path& path) {
 // The weights file and the optional configs of a checkpoint path.
 struct CheckpointFiles {
   fs::path weights;
-  std::optional<json> hf_config;        // config.json
-  std::optional<json> open_clip_config; // open_clip_config.json
+  std::optional<json> hf_config;         // config.json
+  std::optional<json> open_clip_config;  // open_clip_config.json
   fs::path config_path;
 };
 
@@ -184,8 +186,8 @@ json hf_text_config(const Source& s, const json& tc, const std::string& cfg_path
   if (!cfg_path.empty()) {
     check_agrees("text hidden_size", cfg<int64_t>(tc, "hidden_size", 512), c.width, cfg_path,
                  s.path());
-    check_agrees("text vocab_size", cfg<int64_t>(tc, "vocab_size", 49408), c.vocab_size,
-                 cfg_path, s.path());
+    check_agrees("text vocab_size", cfg<int64_t>(tc, "vocab_size", 49408), c.vocab_size, cfg_path,
+                 s.path());
     check_agrees("text num_hidden_layers", cfg<int64_t>(tc, "num_hidden_layers", 12), c.layers,
                  cfg_path, s.path());
   }
@@ -264,12 +266,11 @@ json hf_bert_config(const Source& s, const std::string& prefix, const json& hc,
   c.act = nn::activation_from_name(act);
   c.pooling = flavour == "roberta" ? "cls" : "mean";
   if (!cfg_path.empty()) {
-    check_agrees("hidden_size", cfg<int64_t>(hc, "hidden_size", 768), c.hidden, cfg_path,
+    check_agrees("hidden_size", cfg<int64_t>(hc, "hidden_size", 768), c.hidden, cfg_path, s.path());
+    check_agrees("num_hidden_layers", cfg<int64_t>(hc, "num_hidden_layers", 12), c.layers, cfg_path,
                  s.path());
-    check_agrees("num_hidden_layers", cfg<int64_t>(hc, "num_hidden_layers", 12), c.layers,
-                 cfg_path, s.path());
-    check_agrees("vocab_size", cfg<int64_t>(hc, "vocab_size", c.vocab_size), c.vocab_size,
-                 cfg_path, s.path());
+    check_agrees("vocab_size", cfg<int64_t>(hc, "vocab_size", c.vocab_size), c.vocab_size, cfg_path,
+                 s.path());
   }
   return to_json(bert_config_from_json(to_json(c), s.path()));
 }
@@ -297,10 +298,9 @@ struct Mapper {
 
 // Builds the tower, checks the mapped names and shapes against it (every problem listed, naming
 // the file), and completes BatchNorm counters absent from older checkpoints.
-nn::LoadReport check_tower(nn::Module& tower, nn::NamedTensors& tensors,
-                           const std::string& prefix,
-                           const std::vector<std::string>& unexpected_src,
-                           const std::string& path, std::vector<std::string>& notes) {
+nn::LoadReport check_tower(nn::Module& tower, nn::NamedTensors& tensors, const std::string& prefix,
+                           const std::vector<std::string>& unexpected_src, const std::string& path,
+                           std::vector<std::string>& notes) {
   std::map<std::string, Tensor> have;
   for (const auto& [n, t] : tensors)
     if (starts_with(n, prefix)) have[n.substr(prefix.size())] = t;
@@ -331,8 +331,8 @@ nn::LoadReport check_tower(nn::Module& tower, nn::NamedTensors& tensors,
 void fail_if_bad(const nn::LoadReport& r, const std::string& path, const std::string& what) {
   if (!r.ok())
     fail("convert: ", path, " does not match the ", what, " its config describes (",
-         r.missing.size(), " missing, ", r.unexpected.size(), " unexpected, ",
-         r.mismatched.size(), " of the wrong shape):", r.describe());
+         r.missing.size(), " missing, ", r.unexpected.size(), " unexpected, ", r.mismatched.size(),
+         " of the wrong shape):", r.describe());
 }
 
 nn::LoadReport merge(nn::LoadReport a, const nn::LoadReport& b) {
@@ -391,13 +391,14 @@ ConvertedModel convert_checkpoint(const std::string& path, const ConvertOptions&
         has_text = true;
     }
     std::string arch = options.arch;
-    const std::string holds = has_vision && has_text ? "clip" : has_vision ? "clip-vision"
-                                                                           : "clip-text";
+    const std::string holds = has_vision && has_text ? "clip"
+                              : has_vision           ? "clip-vision"
+                                                     : "clip-text";
     if (arch.empty()) arch = holds;
-    DISTILL_CHECK(arch == "clip" || arch == "clip-vision" || arch == "clip-text", "convert: ",
-                  src.path(), " holds a CLIP ", holds == "clip" ? "model" : holds + " tower",
-                  " (", naming == "openai" ? "OpenAI" : "Hugging Face",
-                  " naming), not a ", arch, " checkpoint");
+    DISTILL_CHECK(
+        arch == "clip" || arch == "clip-vision" || arch == "clip-text", "convert: ", src.path(),
+        " holds a CLIP ", holds == "clip" ? "model" : holds + " tower", " (",
+        naming == "openai" ? "OpenAI" : "Hugging Face", " naming), not a ", arch, " checkpoint");
     DISTILL_CHECK(holds == "clip" || holds == arch, "convert: ", src.path(), " holds only a ",
                   holds, " tower, so --arch ", arch, " cannot be made from it");
     const bool want_vision = arch != "clip-text", want_text = arch != "clip-vision";
@@ -412,9 +413,9 @@ ConvertedModel convert_checkpoint(const std::string& path, const ConvertOptions&
     const json hf_vc = hc.contains("vision_config") ? hc["vision_config"] : hc;
     const json hf_tc = hc.contains("text_config") ? hc["text_config"] : hc;
     if (want_vision) {
-      vision_cfg = naming == "openai" ? openai_vision_config(src, model_cfg)
-                                      : hf_vision_config(src, hf_vc, files.hf_config ? cfg_path
-                                                                                     : "");
+      vision_cfg = naming == "openai"
+                       ? openai_vision_config(src, model_cfg)
+                       : hf_vision_config(src, hf_vc, files.hf_config ? cfg_path : "");
     }
     if (want_text) {
       text_cfg = naming == "openai" ? openai_text_config(src, model_cfg)
@@ -458,7 +459,7 @@ ConvertedModel convert_checkpoint(const std::string& path, const ConvertOptions&
       std::vector<std::string> vis_unexpected, text_unexpected;
       for (const auto& u : mapper.unexpected)
         (starts_with(u, "vision_model.") || starts_with(u, "visual.") ? vis_unexpected
-                                                                       : text_unexpected)
+                                                                      : text_unexpected)
             .push_back(u);
       fail_if_bad(
           merge(check_tower(*v, mapper.out, "visual.", vis_unexpected, src.path(), mapper.notes),
@@ -483,10 +484,10 @@ ConvertedModel convert_checkpoint(const std::string& path, const ConvertOptions&
     const json hc = files.hf_config ? *files.hf_config : json::object();
     std::string flavour = cfg<std::string>(hc, "model_type", "");
     if (flavour.empty() || (flavour != "roberta" && flavour != "bert")) {
-      DISTILL_CHECK(flavour.empty() || flavour == "xlm-roberta" || flavour == "camembert", "convert: ",
-                    cfg_path, ": model_type '", flavour, "' is not roberta or bert");
-      flavour = bert_prefix == "roberta." ? "roberta"
-                : bert_prefix == "bert."  ? "bert"
+      DISTILL_CHECK(flavour.empty() || flavour == "xlm-roberta" || flavour == "camembert",
+                    "convert: ", cfg_path, ": model_type '", flavour, "' is not roberta or bert");
+      flavour = bert_prefix == "roberta."                                    ? "roberta"
+                : bert_prefix == "bert."                                     ? "bert"
                 : src.dim("embeddings.token_type_embeddings.weight", 0) == 1 ? "roberta"
                                                                              : "bert";
     }
@@ -593,12 +594,10 @@ void save_converted(const ConvertedModel& m, const std::string& out_path) {
   } else {
     check_against_manifest(m, m.spec.arch, m.spec.config, "");
   }
-  std::map<std::string, std::string> meta = {{"format", "distill"},
-                                             {"format_version", "1"},
-                                             {"arch", m.spec.arch},
-                                             {"config", m.spec.config.dump()},
-                                             {"naming", m.naming},
-                                             {"source", m.source}};
+  std::map<std::string, std::string> meta = {
+      {"format", "distill"}, {"format_version", "1"},
+      {"arch", m.spec.arch}, {"config", m.spec.config.dump()},
+      {"naming", m.naming},  {"source", m.source}};
   save_safetensors(out_path, m.tensors, meta);
 }
 
@@ -607,14 +606,12 @@ CanonicalCheckpoint read_canonical_spec(const std::string& path) {
   const auto& meta = f.metadata();
   auto get = [&](const char* key) -> std::string {
     auto it = meta.find(key);
-    DISTILL_CHECK(it != meta.end(), path,
-                  " is not a distill checkpoint (no '", key,
+    DISTILL_CHECK(it != meta.end(), path, " is not a distill checkpoint (no '", key,
                   "' in its metadata); convert it first with `distill convert`");
     return it->second;
   };
-  DISTILL_CHECK(get("format") == "distill", path,
-                " is not a distill checkpoint (its format is '", get("format"),
-                "'); convert it first with `distill convert`");
+  DISTILL_CHECK(get("format") == "distill", path, " is not a distill checkpoint (its format is '",
+                get("format"), "'); convert it first with `distill convert`");
   CanonicalCheckpoint c;
   c.path = path;
   c.spec.arch = get("arch");
@@ -631,8 +628,8 @@ void load_tower(nn::Module& tower, const SafetensorsFile& f, const std::string& 
   nn::NamedTensors state;
   for (const auto& n : f.names())
     if (prefix.empty() || starts_with(n, prefix)) {
-      if (!prefix.empty() || n != "logit_scale") state.emplace_back(n.substr(prefix.size()),
-                                                                   f.tensor(n));
+      if (!prefix.empty() || n != "logit_scale")
+        state.emplace_back(n.substr(prefix.size()), f.tensor(n));
     }
   tower.load_state_dict(state, true, f.path());
   tower.eval();

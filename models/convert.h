@@ -21,9 +21,9 @@ struct ConvertOptions {
 
 struct ConvertedModel {
   ModelSpec spec;
-  nn::NamedTensors tensors;  // canonical names ("visual.*", "text.*" for arch clip)
-  std::string naming;        // "hf" | "openai"
-  std::string source;        // the weights file read
+  nn::NamedTensors tensors;        // canonical names ("visual.*", "text.*" for arch clip)
+  std::string naming;              // "hf" | "openai"
+  std::string source;              // the weights file read
   std::vector<std::string> notes;  // tensors dropped on purpose (buffers, other heads)
 };
 

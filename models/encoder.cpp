@@ -11,8 +11,8 @@ std::shared_ptr<ImageEncoder> make_image_encoder(const nlohmann::json& config,
   DISTILL_CHECK(config.is_object() && config.contains("type") && config["type"].is_string(), where,
                 ": image tower config needs \"type\": \"vit\" or \"resnet\"");
   const std::string type = config["type"];
-  if (type == "vit") return std::make_shared<VisionTransformer>(vit_config_from_json(config, where),
-                                                                gen);
+  if (type == "vit")
+    return std::make_shared<VisionTransformer>(vit_config_from_json(config, where), gen);
   if (type == "resnet")
     return std::make_shared<ModifiedResNet>(resnet_config_from_json(config, where), gen);
   fail(where, ": unknown image tower type '", type, "' (expected vit or resnet)");

@@ -47,7 +47,8 @@ class TextEncoder : public nn::Module {
 // Builds a freshly initialised tower of the given spec (arch "clip-vision" / "clip-text" /
 // "roberta" / "bert"; for arch "clip" the part named by `tower`: "vision" or "text").
 std::shared_ptr<ImageEncoder> make_image_encoder(const nlohmann::json& vision_config,
-                                                 const std::string& where, Generator* gen = nullptr);
+                                                 const std::string& where,
+                                                 Generator* gen = nullptr);
 std::shared_ptr<TextEncoder> make_text_encoder(const std::string& arch,
                                                const nlohmann::json& config,
                                                const std::string& where, Generator* gen = nullptr);

@@ -17,8 +17,8 @@ HeadConfig head_config_from_json(const nlohmann::json& j, const std::string& whe
   DISTILL_CHECK(j.is_object(), where, ": head config must be a JSON object");
   for (const auto& [key, value] : j.items()) {
     if (key == "dropout") {
-      DISTILL_CHECK(value.is_number() && value.get<double>() >= 0 && value.get<double>() < 1,
-                    where, ": head dropout must be in [0, 1), got ", value.dump());
+      DISTILL_CHECK(value.is_number() && value.get<double>() >= 0 && value.get<double>() < 1, where,
+                    ": head dropout must be in [0, 1), got ", value.dump());
       c.dropout = value.get<double>();
       continue;
     }
@@ -34,22 +34,22 @@ HeadConfig head_config_from_json(const nlohmann::json& j, const std::string& whe
                   "' must be an integer >= 1, got ", value.dump());
     *field = value.get<int64_t>();
   }
-  DISTILL_CHECK(c.width % c.heads == 0, where, ": head width ", c.width,
-                " is not divisible by ", c.heads, " heads");
+  DISTILL_CHECK(c.width % c.heads == 0, where, ": head width ", c.width, " is not divisible by ",
+                c.heads, " heads");
   return c;
 }
 
 ImageTextHead::ImageTextHead(const HeadConfig& c, Generator* gen)
     : nn::Module("ImageTextHead"), config(c) {
   query_norm = register_module("query_norm", std::make_shared<nn::LayerNorm>(c.query_dim));
-  query_proj = register_module("query_proj",
-                               std::make_shared<nn::Linear>(c.query_dim, c.width, true, gen));
-  attn = register_module("attn", std::make_shared<nn::MultiheadAttention>(c.width, c.heads,
-                                                                          c.token_dim, true, gen));
+  query_proj =
+      register_module("query_proj", std::make_shared<nn::Linear>(c.query_dim, c.width, true, gen));
+  attn = register_module(
+      "attn", std::make_shared<nn::MultiheadAttention>(c.width, c.heads, c.token_dim, true, gen));
   attn_norm = register_module("attn_norm", std::make_shared<nn::LayerNorm>(c.width));
   mlp_norm = register_module("mlp_norm", std::make_shared<nn::LayerNorm>(c.width));
-  mlp = register_module("mlp", std::make_shared<nn::Mlp>(c.width, c.width * c.mlp_ratio,
-                                                         nn::Activation::GELU, gen));
+  mlp = register_module(
+      "mlp", std::make_shared<nn::Mlp>(c.width, c.width * c.mlp_ratio, nn::Activation::GELU, gen));
   dropout = register_module("dropout", std::make_shared<nn::Dropout>(c.dropout));
   const double bound = 1.0 / std::sqrt(static_cast<double>(c.width));
   class_weight = uniform({c.num_classes, c.width}, -bound, bound, TensorOptions(DType::F32), gen);
@@ -81,11 +81,10 @@ Tensor ImageTextHead::forward(const Tensor& tokens, const Tensor& class_queries)
                 "ImageTextHead: class queries must be [", config.num_classes, ", ",
                 config.query_dim, "], got ", class_queries.describe());
   const int64_t b = tokens.size(0);
-  const Tensor queries =
-      expand(unsqueeze(to_dtype(class_queries, tokens.dtype()), 0),
-             {b, config.num_classes, config.query_dim});
-  const Tensor h = decode(tokens, queries);                                // [B, C, width]
-  return add(sum(mul(h, class_weight), {2}), class_bias);                  // [B, C]
+  const Tensor queries = expand(unsqueeze(to_dtype(class_queries, tokens.dtype()), 0),
+                                {b, config.num_classes, config.query_dim});
+  const Tensor h = decode(tokens, queries);                // [B, C, width]
+  return add(sum(mul(h, class_weight), {2}), class_bias);  // [B, C]
 }
 
 Tensor ImageTextHead::forward_captions(const Tensor& tokens, const Tensor& caption_tokens,
@@ -94,9 +93,9 @@ Tensor ImageTextHead::forward_captions(const Tensor& tokens, const Tensor& capti
                     caption_mask.size(1) == caption_tokens.size(1),
                 "ImageTextHead: caption mask ", caption_mask.describe(),
                 " does not match the caption tokens ", caption_tokens.describe());
-  const Tensor h = decode(tokens, caption_tokens, caption_mask);           // [B, L, width]
+  const Tensor h = decode(tokens, caption_tokens, caption_mask);  // [B, L, width]
   const Tensor m = unsqueeze(to_dtype(to_device(caption_mask, h.device()), h.dtype()), 2);
-  const Tensor pooled = div(sum(mul(h, m), {1}), sum(m, {1}));             // masked mean
+  const Tensor pooled = div(sum(mul(h, m), {1}), sum(m, {1}));  // masked mean
   return caption_classifier->forward(pooled);
 }
 

@@ -41,8 +41,8 @@ class ImageTextHead : public nn::Module {
   std::shared_ptr<nn::MultiheadAttention> attn;
   std::shared_ptr<nn::Mlp> mlp;
   std::shared_ptr<nn::Dropout> dropout;
-  Tensor class_weight;  // [C, width]
-  Tensor class_bias;    // [C]
+  Tensor class_weight;                             // [C, width]
+  Tensor class_bias;                               // [C]
   std::shared_ptr<nn::Linear> caption_classifier;  // width -> C
 };
 

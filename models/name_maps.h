@@ -22,12 +22,12 @@ struct NameRule {
   NameTransform transform = NameTransform::Copy;
 };
 
-const std::vector<NameRule>& hf_clip_vision_rules();   // names after "vision_model."
-const std::vector<NameRule>& hf_clip_text_rules();     // names after "text_model."
-const std::vector<NameRule>& openai_vit_rules();       // names after "visual."
-const std::vector<NameRule>& openai_resnet_rules();    // names after "visual."
-const std::vector<NameRule>& openai_text_rules();      // top-level text names
-const std::vector<NameRule>& hf_bert_rules();          // names after an optional "bert."/"roberta."
+const std::vector<NameRule>& hf_clip_vision_rules();  // names after "vision_model."
+const std::vector<NameRule>& hf_clip_text_rules();    // names after "text_model."
+const std::vector<NameRule>& openai_vit_rules();      // names after "visual."
+const std::vector<NameRule>& openai_resnet_rules();   // names after "visual."
+const std::vector<NameRule>& openai_text_rules();     // top-level text names
+const std::vector<NameRule>& hf_bert_rules();         // names after an optional "bert."/"roberta."
 
 struct MappedTensor {
   std::string name;

@@ -22,14 +22,16 @@ int bench_models(const Args& args, const Device& device) {
   const std::string dtype = args.value_or("dtype", "f32");
   if (dtype != "f32" && dtype != "bf16")
     throw UsageError("distill bench models: --dtype accepts f32 or bf16, got '" + dtype + "'");
-  const std::vector<std::string> all = {"clip-vit-b-32", "clip-vit-b-16", "clip-rn50",
+  const std::vector<std::string> all = {"clip-vit-b-32", "clip-vit-b-16",  "clip-rn50",
                                         "clip-text-b",   "clip-text-rn50", "roberta-base"};
   std::vector<std::string> wanted;
   std::stringstream ss(args.value_or("only", ""));
   for (std::string tok; std::getline(ss, tok, ',');) {
     if (std::find(all.begin(), all.end(), tok) == all.end())
-      throw UsageError("distill bench models: --only accepts clip-vit-b-32, clip-vit-b-16, "
-                       "clip-rn50, clip-text-b, clip-text-rn50, roberta-base; got '" + tok + "'");
+      throw UsageError(
+          "distill bench models: --only accepts clip-vit-b-32, clip-vit-b-16, "
+          "clip-rn50, clip-text-b, clip-text-rn50, roberta-base; got '" +
+          tok + "'");
     wanted.push_back(tok);
   }
   if (wanted.empty()) wanted = all;
@@ -37,8 +39,8 @@ int bench_models(const Args& args, const Device& device) {
   const int64_t text_len = 77;
   if (!json)
     std::printf("model forward on %s, batch %lld, %s, %d threads (median of %d)\n",
-                device.str().c_str(), static_cast<long long>(batch), dtype.c_str(),
-                num_threads(), iters);
+                device.str().c_str(), static_cast<long long>(batch), dtype.c_str(), num_threads(),
+                iters);
   for (const auto& name : wanted) {
     Generator gen(1);
     auto model = models::make_preset(name, &gen);
@@ -51,8 +53,8 @@ int bench_models(const Args& args, const Device& device) {
     if (auto* image = dynamic_cast<models::ImageEncoder*>(model.get())) {
       kind = "image";
       const int64_t s = image->image_size();
-      const Tensor pixels = to_device(randn({batch, 3, s, s}, TensorOptions(DType::F32), &gen),
-                                      device);
+      const Tensor pixels =
+          to_device(randn({batch, 3, s, s}, TensorOptions(DType::F32), &gen), device);
       step = [image, pixels] { image->encode(pixels); };
     } else {
       auto* text = dynamic_cast<models::TextEncoder*>(model.get());

@@ -228,8 +228,10 @@ int cmd_bench(int argc, char** argv) {
        {"dtype", true, "comma-separated dtypes (f32, bf16 on CUDA)", "f32 (CPU), f32,bf16 (CUDA)"},
        {"sizes", true, "comma-separated square sizes n (n x n x n GEMMs)", ""},
        {"iters", true, "timed iterations per case (median reported)", "5 CPU / 20 CUDA"},
-       {"only", true, "kernels: comma-separated families (attention, conv, loss, optim); models: "
-                     "comma-separated presets", "all"},
+       {"only", true,
+        "kernels: comma-separated families (attention, conv, loss, optim); models: "
+        "comma-separated presets",
+        "all"},
        {"batch", true, "models: batch size", "32"},
        {"json", false, "print machine-readable JSON", ""},
        {"help", false, "show this help", ""}});

@@ -42,8 +42,9 @@ void print_rows(const Tensor& emb, const std::vector<std::string>& labels, bool 
   if (as_json) {
     nlohmann::json rows = nlohmann::json::array();
     for (int64_t i = 0; i < n; ++i)
-      rows.push_back({{"input", labels[i]},
-                      {"embedding", std::vector<float>(v.begin() + i * d, v.begin() + (i + 1) * d)}});
+      rows.push_back(
+          {{"input", labels[i]},
+           {"embedding", std::vector<float>(v.begin() + i * d, v.begin() + (i + 1) * d)}});
     std::printf("%s\n", rows.dump().c_str());
     return;
   }
@@ -71,8 +72,10 @@ int64_t sentence_max_length(const std::string& tokenizer_path) {
 int cmd_encode_text(int argc, char** argv) {
   Args args("encode-text",
             {{"checkpoint", true, "converted checkpoint (distill convert)", ""},
-             {"tokenizer", true, "tokenizer file or folder (bpe_simple_vocab_16e6.txt.gz, "
-                                 "vocab.json + merges.txt, vocab.txt)", ""},
+             {"tokenizer", true,
+              "tokenizer file or folder (bpe_simple_vocab_16e6.txt.gz, "
+              "vocab.json + merges.txt, vocab.txt)",
+              ""},
              {"out", true, "also write the embeddings as an [N, D] float32 .npy", ""},
              {"raw", false, "do not L2-normalise the embeddings", ""},
              {"json", false, "print JSON", ""},

@@ -28,8 +28,8 @@ int info_model(const std::string& name, bool as_json, bool with_tensors) {
   std::printf("%s (%s): %lld parameters\n  config %s\n", name.c_str(), spec.arch.c_str(),
               static_cast<long long>(model->num_parameters()), spec.config.dump().c_str());
   if (with_tensors)
-    for (const auto& [n, t] : model->state_dict()) std::printf("  %s %s\n", n.c_str(),
-                                                               nlohmann::json(t.shape()).dump().c_str());
+    for (const auto& [n, t] : model->state_dict())
+      std::printf("  %s %s\n", n.c_str(), nlohmann::json(t.shape()).dump().c_str());
   return 0;
 }
 

@@ -6,8 +6,8 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
-#include <sstream>
 #include <set>
+#include <sstream>
 
 #include "core/autograd.h"
 #include "core/error.h"
@@ -36,9 +36,8 @@ using nlohmann::json;
 
 namespace {
 
-const std::vector<std::string> kAllStages = {"teacher",        "probe",          "head",
-                                             "student_text",   "student_notext", "student_labels",
-                                             "zeroshot"};
+const std::vector<std::string> kAllStages = {
+    "teacher", "probe", "head", "student_text", "student_notext", "student_labels", "zeroshot"};
 
 // ---- config
 
@@ -61,8 +60,11 @@ json merge_config(const json& defaults, const json& user, const std::string& whe
 
 json default_config() {
   const json adamw = {{"kind", "adamw"}, {"weight_decay", 0.05}};
-  const json cosine = {{"kind", "cosine"}, {"base_lr", 1e-3}, {"warmup_steps", 0},
-                       {"total_steps", 0}, {"min_lr_ratio", 0.0}};
+  const json cosine = {{"kind", "cosine"},
+                       {"base_lr", 1e-3},
+                       {"warmup_steps", 0},
+                       {"total_steps", 0},
+                       {"min_lr_ratio", 0.0}};
   return {
       {"name", "run"},
       {"seed", 0},
@@ -84,9 +86,11 @@ json default_config() {
       {"teacher", {{"checkpoint", ""}, {"arch", json::object()}}},
       {"text", {{"checkpoint", ""}, {"tokenizer", ""}, {"random", nullptr}}},
       {"stage0", {{"epochs", 1}, {"optimizer", adamw}, {"schedule", cosine}}},
-      {"probe", {{"epochs", 20}, {"batch_size", 256},
-                 {"optimizer", {{"kind", "adamw"}, {"weight_decay", 0.0}}},
-                 {"schedule", {{"kind", "cosine"}, {"base_lr", 1e-2}, {"total_steps", 0}}}}},
+      {"probe",
+       {{"epochs", 20},
+        {"batch_size", 256},
+        {"optimizer", {{"kind", "adamw"}, {"weight_decay", 0.0}}},
+        {"schedule", {{"kind", "cosine"}, {"base_lr", 1e-2}, {"total_steps", 0}}}}},
       {"head",
        {{"epochs", 1},
         {"config", {{"width", 512}, {"heads", 8}, {"mlp_ratio", 4}, {"dropout", 0.0}}},
@@ -206,7 +210,8 @@ std::shared_ptr<models::ImageEncoder> load_image(const std::string& path) {
 LrSchedule stage_schedule(const json& j, int64_t total_steps, const std::string& where) {
   json filled = j;
   if (filled.value("total_steps", int64_t{0}) == 0)
-    filled["total_steps"] = std::max<int64_t>(total_steps, filled.value("warmup_steps", int64_t{0}) + 1);
+    filled["total_steps"] =
+        std::max<int64_t>(total_steps, filled.value("warmup_steps", int64_t{0}) + 1);
   return lr_schedule_from_json(filled, where);
 }
 
@@ -265,8 +270,11 @@ void train_stage(Run& run, const std::string& stage, nn::Module& model, const js
       ++index;
       progress.update(epoch, epoch * per_epoch + index, loss_value, batch.size());
       if (info.stepped && info.step % log_every == 0)
-        run.log->write({{"stage", stage}, {"step", info.step}, {"epoch", epoch},
-                        {"loss", loss_value}, {"lr", info.lr}});
+        run.log->write({{"stage", stage},
+                        {"step", info.step},
+                        {"epoch", epoch},
+                        {"loss", loss_value},
+                        {"lr", info.lr}});
       if (info.stepped && every > 0 && info.step % every == 0) {
         TrainingProgress p;
         p.step = info.step;
@@ -284,7 +292,8 @@ void train_stage(Run& run, const std::string& stage, nn::Module& model, const js
   model.eval();
 }
 
-ClassificationMetrics evaluate(Run& run, const std::function<Tensor(const data::Batch&)>& logits_of) {
+ClassificationMetrics evaluate(Run& run,
+                               const std::function<Tensor(const data::Batch&)>& logits_of) {
   auto loader = make_loader(run, /*train=*/false, 0, /*augment=*/false);
   ClassificationMetrics metrics(run.num_classes);
   NoGradGuard no_grad;
@@ -318,8 +327,11 @@ void finish_stage(Run& run, const std::string& stage, nn::Module& model,
                  {"top5", metrics.top5()},
                  {"seconds", seconds},
                  {"metrics", metrics.to_json(true)}};
-  run.log->write({{"stage", stage}, {"eval", "test"}, {"top1", metrics.top1()},
-                  {"top5", metrics.top5()}, {"seconds", seconds}});
+  run.log->write({{"stage", stage},
+                  {"eval", "test"},
+                  {"top1", metrics.top1()},
+                  {"top5", metrics.top5()},
+                  {"seconds", seconds}});
   TrainingProgress p;
   p.config = run.config;
   p.extra = result;
@@ -347,10 +359,9 @@ void stage_teacher(Run& run) {
   model.to(run.device);
   if (!load_finished(run, "teacher", model)) {
     const auto t0 = std::chrono::steady_clock::now();
-    train_stage(run, "teacher", model, run.config["stage0"],
-                run.config["stage0"]["epochs"].get<int64_t>(), [&](const data::Batch& b) {
-                  return cross_entropy(model.forward(b.images), b.labels);
-                });
+    train_stage(
+        run, "teacher", model, run.config["stage0"], run.config["stage0"]["epochs"].get<int64_t>(),
+        [&](const data::Batch& b) { return cross_entropy(model.forward(b.images), b.labels); });
     finish_stage(run, "teacher", model,
                  evaluate(run, [&](const data::Batch& b) { return model.forward(b.images); }),
                  seconds_since(t0));
@@ -389,20 +400,24 @@ void stage_probe(Run& run) {
       stage_schedule(cfg["schedule"], epochs * ((n + bs - 1) / bs), "probe.schedule");
   Optimizer optimizer(*run.probe, oc, schedule);
   for (int64_t e = 0; e < epochs; ++e) {
-    const auto order = data::seeded_permutation(n, data::derive_key(stage_seed(run, "probe"), e, 0));
+    const auto order =
+        data::seeded_permutation(n, data::derive_key(stage_seed(run, "probe"), e, 0));
     for (int64_t s = 0; s < n; s += bs) {
       std::vector<int64_t> idx(order.begin() + s, order.begin() + std::min(n, s + bs));
       const Tensor index = Tensor::from_vector(idx, {static_cast<int64_t>(idx.size())});
-      const Tensor loss = cross_entropy(run.probe->forward(index_select(x, 0, to_device(index, x.device()))),
-                                        index_select(y, 0, index));
+      const Tensor loss =
+          cross_entropy(run.probe->forward(index_select(x, 0, to_device(index, x.device()))),
+                        index_select(y, 0, index));
       const StepInfo info = optimizer.accumulate(loss);
       if (info.stepped && info.step % 50 == 0)
         run.log->write({{"stage", "probe"}, {"step", info.step}, {"loss", loss.item()}});
     }
   }
-  finish_stage(run, "probe", *run.probe, evaluate(run, [&](const data::Batch& b) {
-                 return run.probe->forward(run.teacher->encode(b.images).pooled);
-               }),
+  finish_stage(run, "probe", *run.probe,
+               evaluate(run,
+                        [&](const data::Batch& b) {
+                          return run.probe->forward(run.teacher->encode(b.images).pooled);
+                        }),
                seconds_since(t0));
 }
 
@@ -436,8 +451,8 @@ void load_text_queries(Run& run) {
 
 void stage_head(Run& run) {
   load_text_queries(run);
-  models::HeadConfig hc = models::head_config_from_json(
-      run.config["head"]["config"], "head.config");
+  models::HeadConfig hc =
+      models::head_config_from_json(run.config["head"]["config"], "head.config");
   hc.query_dim = run.class_queries.size(1);
   hc.token_dim = run.teacher->token_dim();
   hc.num_classes = run.num_classes;
@@ -451,9 +466,12 @@ void stage_head(Run& run) {
                 return cross_entropy(run.head->forward(teacher_tokens(run, b), run.class_queries),
                                      b.labels);
               });
-  finish_stage(run, "head", *run.head, evaluate(run, [&](const data::Batch& b) {
-                 return run.head->forward(run.teacher->encode(b.images).tokens, run.class_queries);
-               }),
+  finish_stage(run, "head", *run.head,
+               evaluate(run,
+                        [&](const data::Batch& b) {
+                          return run.head->forward(run.teacher->encode(b.images).tokens,
+                                                   run.class_queries);
+                        }),
                seconds_since(t0));
 }
 
@@ -523,9 +541,9 @@ void write_report(const Run& run) {
                                                     : c["text"]["checkpoint"].get<std::string>();
   std::string r;
   r += "# " + c["name"].get<std::string>() + "\n\n";
-  r += "Top-1 accuracy (%) on the test split (" + std::to_string(run.test_subset.empty()
-                                                                  ? run.test_set->size()
-                                                                  : static_cast<int64_t>(run.test_subset.size())) +
+  r += "Top-1 accuracy (%) on the test split (" +
+       std::to_string(run.test_subset.empty() ? run.test_set->size()
+                                              : static_cast<int64_t>(run.test_subset.size())) +
        " images, " + std::to_string(run.num_classes) + " classes); '-': not run.\n\n";
   r += "## Table 3.1\n\n";
   r += "| Teacher | Text encoder | Dataset | Linear probe | Head | Self-distillation without text "
@@ -545,7 +563,8 @@ void write_report(const Run& run) {
          " |\n";
   }
   r += "\nAblations (few-shot, caption queries, generations, retrieval): not run by this runner "
-       "yet.\n\n## Config\n\n```json\n" + c.dump(2) + "\n```\n";
+       "yet.\n\n## Config\n\n```json\n" +
+       c.dump(2) + "\n```\n";
   write_file_atomically((run.dir / "report.md").string(), r);
 }
 
@@ -561,9 +580,8 @@ json resolve_experiment_config(const json& config, const std::string& where) {
                 where, ": 'name' must be a non-empty string without '/'");
   DISTILL_CHECK(c["stages"].is_array(), where, ": 'stages' must be a list");
   for (const auto& s : c["stages"])
-    DISTILL_CHECK(s.is_string() &&
-                      std::find(kAllStages.begin(), kAllStages.end(), s.get<std::string>()) !=
-                          kAllStages.end(),
+    DISTILL_CHECK(s.is_string() && std::find(kAllStages.begin(), kAllStages.end(),
+                                             s.get<std::string>()) != kAllStages.end(),
                   where, ": unknown stage ", s.dump());
   DISTILL_CHECK(!c["data"]["train"].get<std::string>().empty(), where,
                 ": data.train (a dataset spec) is required");
@@ -623,8 +641,8 @@ json run_experiment(const json& user_config, const std::string& where, const Run
                 run.num_classes, " classes but the test set ", run.test_set->num_classes());
   const std::string names = d["class_names"].get<std::string>();
   run.class_names = names.empty() ? run.train_set->class_names() : data::load_class_names(names);
-  DISTILL_CHECK(static_cast<int64_t>(run.class_names.size()) == run.num_classes, where,
-                ": ", run.class_names.size(), " class names for ", run.num_classes, " classes");
+  DISTILL_CHECK(static_cast<int64_t>(run.class_names.size()) == run.num_classes, where, ": ",
+                run.class_names.size(), " class names for ", run.num_classes, " classes");
   const uint64_t seed = static_cast<uint64_t>(run.config["seed"].get<int64_t>());
   if (const int64_t k = d["train_per_class"].get<int64_t>(); k > 0)
     run.train_subset = data::few_shot_indices(*run.train_set, k, seed);

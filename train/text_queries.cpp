@@ -27,12 +27,12 @@ Tensor class_text_embeddings(models::TextEncoder& encoder, const Tokenizer& toke
     const size_t end = std::min(prompts.size(), start + static_cast<size_t>(batch));
     const TokenBatch tokens = tokenizer.encode_batch(
         std::vector<std::string>(prompts.begin() + start, prompts.begin() + end));
-    pooled.push_back(to_dtype(encoder.encode(tokens.ids, tokens.attention_mask).pooled,
-                              DType::F32));
+    pooled.push_back(
+        to_dtype(encoder.encode(tokens.ids, tokens.attention_mask).pooled, DType::F32));
   }
   const int64_t c = static_cast<int64_t>(class_names.size());
   const int64_t m = static_cast<int64_t>(templates.size());
-  const Tensor all = normalise_rows(concat(pooled, 0));                 // [C*M, d]
+  const Tensor all = normalise_rows(concat(pooled, 0));  // [C*M, d]
   const Tensor mean_per_class = mean(reshape(all, {c, m, all.size(1)}), {1});
   return contiguous(normalise_rows(mean_per_class));
 }

@@ -47,10 +47,10 @@ TEST(Module, StrictLoadListsEveryProblemAndChangesNothing) {
   Tiny m;
   const auto before = m.proj->weight.to_float_vector();
   nn::NamedTensors state = m.state_dict();
-  state.erase(state.begin() + 1);                                // proj.bias missing
-  state.emplace_back("proj.extra", random_tensor({2}, 1));     // unexpected
-  state[0].second = random_tensor({3, 5}, 2);                  // proj.weight mis-shaped
-  state[1].second = random_tensor({3}, 3);                     // norm.weight: a new value
+  state.erase(state.begin() + 1);                           // proj.bias missing
+  state.emplace_back("proj.extra", random_tensor({2}, 1));  // unexpected
+  state[0].second = random_tensor({3, 5}, 2);               // proj.weight mis-shaped
+  state[1].second = random_tensor({3}, 3);                  // norm.weight: a new value
   try {
     m.load_state_dict(state, true, "ckpt.safetensors");
     FAIL() << "no error";
@@ -58,7 +58,8 @@ TEST(Module, StrictLoadListsEveryProblemAndChangesNothing) {
     EXPECT_TRUE(message_has(e, "ckpt.safetensors"));
     EXPECT_TRUE(message_has(e, "missing: proj.bias"));
     EXPECT_TRUE(message_has(e, "unexpected: proj.extra"));
-    EXPECT_TRUE(message_has(e, "proj.weight: ckpt.safetensors has [3, 5], the model expects [3, 4]"));
+    EXPECT_TRUE(
+        message_has(e, "proj.weight: ckpt.safetensors has [3, 5], the model expects [3, 4]"));
   }
   EXPECT_EQ(m.proj->weight.to_float_vector(), before);
   EXPECT_NE(m.norm->weight.to_float_vector(), state[1].second.to_float_vector());
@@ -153,10 +154,14 @@ TEST(Layers, AttentionPoolQueriesWithTheMeanToken) {
   tokens = add(concat({mean(tokens, {1}, true), tokens}, 1), pool.positional_embedding);
   nn::MultiheadAttention ref(8, 2, 0, true);
   ref.to(DType::F64);
-  ref.load_state_dict({{"q_proj.weight", pool.q_proj->weight}, {"q_proj.bias", pool.q_proj->bias},
-                       {"k_proj.weight", pool.k_proj->weight}, {"k_proj.bias", pool.k_proj->bias},
-                       {"v_proj.weight", pool.v_proj->weight}, {"v_proj.bias", pool.v_proj->bias},
-                       {"out_proj.weight", eye_like(8)}, {"out_proj.bias", zeros({8}, DType::F64)}});
+  ref.load_state_dict({{"q_proj.weight", pool.q_proj->weight},
+                       {"q_proj.bias", pool.q_proj->bias},
+                       {"k_proj.weight", pool.k_proj->weight},
+                       {"k_proj.bias", pool.k_proj->bias},
+                       {"v_proj.weight", pool.v_proj->weight},
+                       {"v_proj.bias", pool.v_proj->bias},
+                       {"out_proj.weight", eye_like(8)},
+                       {"out_proj.bias", zeros({8}, DType::F64)}});
   const Tensor pooled = reference_mha(ref, slice(tokens, 1, 0, 1), tokens);
   const Tensor expected = pool.c_proj->forward(reshape(pooled, {3, 8}));
   EXPECT_TRUE(all_close(pool.forward(x), expected, 1e-12, 1e-12));

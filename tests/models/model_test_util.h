@@ -56,9 +56,9 @@ inline ::testing::AssertionResult close_to_reference(const Tensor& got, const Te
   }
   const double rel = worst / std::max(scale, 1e-30);
   if (rel <= tol) return ::testing::AssertionSuccess() << "relative error " << rel;
-  return ::testing::AssertionFailure() << "relative error " << rel << " > " << tol << " (element "
-                                       << at << ": " << a[at] << " vs " << b[at] << ", scale "
-                                       << scale << ")";
+  return ::testing::AssertionFailure()
+         << "relative error " << rel << " > " << tol << " (element " << at << ": " << a[at]
+         << " vs " << b[at] << ", scale " << scale << ")";
 }
 
 }  // namespace distill::testing

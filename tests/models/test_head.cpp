@@ -27,8 +27,8 @@ TEST(ImageTextHead, ClassLogitsFollowTheDesignFormula) {
   const Tensor logits = head.forward(tokens, queries);
   ASSERT_EQ(logits.shape(), (Shape{3, 5}));
   // By hand: Q = LN(T) W_q; H = LN(Q + MHA(Q, X, X)); H = H + MLP(LN(H)); <H_c, w_c> + b_c.
-  const Tensor q = expand(unsqueeze(head.query_proj->forward(head.query_norm->forward(queries)), 0),
-                          {3, 5, 8});
+  const Tensor q =
+      expand(unsqueeze(head.query_proj->forward(head.query_norm->forward(queries)), 0), {3, 5, 8});
   Tensor h = head.attn_norm->forward(add(q, head.attn->forward(q, tokens, tokens)));
   h = add(h, head.mlp->forward(head.mlp_norm->forward(h)));
   const Tensor expected = add(sum(mul(h, head.class_weight), {2}), head.class_bias);

@@ -37,8 +37,8 @@ class ModelFidelity : public BackendTest {
     if (has_hidden) {
       auto* vit = dynamic_cast<models::VisionTransformer*>(enc.get());
       ASSERT_NE(vit, nullptr);
-      EXPECT_TRUE(close_to_reference(vit->hidden_states(pixels), ref(ref_dir, "image_hidden"),
-                                     kTol));
+      EXPECT_TRUE(
+          close_to_reference(vit->hidden_states(pixels), ref(ref_dir, "image_hidden"), kTol));
     }
   }
   void check_clip_text(const std::string& ckpt, const std::string& ref_dir) {

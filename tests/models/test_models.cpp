@@ -22,13 +22,13 @@ TEST(ModelPresets, ParameterCountsAndManifestsMatch) {
   // Counts from the reference implementations (random init, sum of numel over
   // named_parameters; tests/fixtures/models/param_counts.json says how each was derived).
   const std::map<std::string, int64_t> expected = {
-      {"clip-vit-b-32", 87849216},     // open_clip ViT-B-32 visual
-      {"clip-vit-b-16", 86192640},     // open_clip ViT-B-16 visual
-      {"clip-rn50", 38316896},         // open_clip RN50 visual
-      {"clip-text-b", 63428096},       // open_clip ViT-B-32 text tower
-      {"clip-text-rn50", 63690240},    // open_clip RN50 text tower (projection 1024)
-      {"roberta-base", 124645632},     // transformers RobertaModel (with pooler)
-      {"all-minilm-l6-v2", 22713216},  // transformers BertModel (with pooler)
+      {"clip-vit-b-32", 87849216},       // open_clip ViT-B-32 visual
+      {"clip-vit-b-16", 86192640},       // open_clip ViT-B-16 visual
+      {"clip-rn50", 38316896},           // open_clip RN50 visual
+      {"clip-text-b", 63428096},         // open_clip ViT-B-32 text tower
+      {"clip-text-rn50", 63690240},      // open_clip RN50 text tower (projection 1024)
+      {"roberta-base", 124645632},       // transformers RobertaModel (with pooler)
+      {"all-minilm-l6-v2", 22713216},    // transformers BertModel (with pooler)
       {"bert-base-uncased", 109482240},  // transformers BertModel, bert-base-uncased config
   };
   for (const auto& name : models::preset_names()) {
@@ -79,8 +79,8 @@ std::string edited_copy(const TempDir& tmp, const std::string& fixture,
                         const std::function<void(nn::NamedTensors&)>& edit) {
   const fs::path dir = tmp.path() / ("edited_" + fixture);
   fs::create_directories(dir);
-  nn::NamedTensors tensors = SafetensorsFile(model_fixture(fixture) + "/model.safetensors")
-                                 .load_all();
+  nn::NamedTensors tensors =
+      SafetensorsFile(model_fixture(fixture) + "/model.safetensors").load_all();
   edit(tensors);
   save_safetensors((dir / "model.safetensors").string(), tensors);
   fs::copy_file(model_fixture(fixture) + "/config.json", dir / "config.json");
@@ -100,8 +100,7 @@ void expect_convert_error(const std::string& path, const std::vector<std::string
 }
 
 TEST(ConvertBadInput, WrongArchitectureForTheFile) {
-  expect_convert_error(model_fixture("hf_clip"), {"model.safetensors", "not a roberta"},
-                       "roberta");
+  expect_convert_error(model_fixture("hf_clip"), {"model.safetensors", "not a roberta"}, "roberta");
   expect_convert_error(model_fixture("hf_roberta"), {"model.safetensors", "roberta", "not a bert"},
                        "bert");
   expect_convert_error(model_fixture("hf_clip_text"), {"only a clip-text tower", "clip-vision"},
@@ -133,8 +132,8 @@ TEST(ConvertBadInput, WrongShapeIsNamed) {
     for (auto& [n, v] : t)
       if (n == "encoder.layer.2.attention.self.key.bias") v = random_tensor({47}, 3);
   });
-  expect_convert_error(dir, {"wrong shape", "encoder.layer.2.attention.self.key.bias", "[47]",
-                             "[48]"});
+  expect_convert_error(dir,
+                       {"wrong shape", "encoder.layer.2.attention.self.key.bias", "[47]", "[48]"});
 }
 
 TEST(ConvertBadInput, TruncatedFileNamesTheFile) {
@@ -243,15 +242,16 @@ TEST(RealCheckpoint, AllMiniLmL6V2MatchesSentenceTransformers) {
   EXPECT_EQ(models::matching_preset("bert", m.spec.config), "all-minilm-l6-v2");
   models::save_converted(m, out);
   auto enc = models::load_text_encoder(out);
-  SafetensorsFile ref(std::string(DISTILL_SOURCE_DIR) + "/tests/fixtures/minilm/reference.safetensors");
+  SafetensorsFile ref(std::string(DISTILL_SOURCE_DIR) +
+                      "/tests/fixtures/minilm/reference.safetensors");
   NoGradGuard guard;
   const models::TextFeatures f = enc->encode(ref.tensor("input_ids"), ref.tensor("attention_mask"));
   // sentence-transformers' pipeline: mean pooling, then L2 normalisation.
   const Tensor norm = sqrt(sum(mul(f.pooled, f.pooled), {1}, true));
   const Tensor emb = div(f.pooled, norm);
   EXPECT_TRUE(close_to_reference(emb, ref.tensor("embeddings"), 1e-4));
-  EXPECT_TRUE(close_to_reference(slice(f.tokens, 0, 0, 2), ref.tensor("token_embeddings_first2"),
-                                 1e-4));
+  EXPECT_TRUE(
+      close_to_reference(slice(f.tokens, 0, 0, 2), ref.tensor("token_embeddings_first2"), 1e-4));
   // Our WordPiece tokenizer gives the reference's ids for the 32 sentences.
   auto tok = load_tokenizer(minilm_dir());
   std::ifstream in(std::string(DISTILL_SOURCE_DIR) + "/tests/fixtures/minilm/sentences.txt");

@@ -45,7 +45,8 @@ TEST(CliModels, ConvertNeverOverwritesWithoutForceAndKeepsOldFileOnFailure) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.out.find("--force"), std::string::npos) << r.out;
   // A failing conversion with --force leaves the old file as it was.
-  Result bad = run_distill("convert --in " + model_fixture("hf_bert") + " --arch roberta --force --out " + out);
+  Result bad = run_distill("convert --in " + model_fixture("hf_bert") +
+                           " --arch roberta --force --out " + out);
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.out.find("not a roberta checkpoint"), std::string::npos) << bad.out;
   std::ifstream in(out);
@@ -62,8 +63,7 @@ TEST(CliModels, ConvertBadArguments) {
   EXPECT_NE(dtype.out.find("--dtype must be f32 or bf16"), std::string::npos) << dtype.out;
   Result missing = run_distill("convert --in /nonexistent/ckpt --out /tmp/never.safetensors");
   EXPECT_EQ(missing.exit_code, 1);
-  EXPECT_NE(missing.out.find("/nonexistent/ckpt does not exist"), std::string::npos)
-      << missing.out;
+  EXPECT_NE(missing.out.find("/nonexistent/ckpt does not exist"), std::string::npos) << missing.out;
   EXPECT_FALSE(fs::exists("/tmp/never.safetensors"));
 }
 
@@ -115,11 +115,11 @@ TEST(CliModels, EncodeTextBadInput) {
   const std::string ckpt = tmp.file("bert.safetensors");
   ASSERT_EQ(run_distill("convert --in " + model_fixture("hf_bert") + " --out " + ckpt).exit_code,
             0);
-  const std::string clip_vocab =
-      std::string(DISTILL_SOURCE_DIR) + "/../shared/data/tokenizers/clip/bpe_simple_vocab_16e6.txt.gz";
+  const std::string clip_vocab = std::string(DISTILL_SOURCE_DIR) +
+                                 "/../shared/data/tokenizers/clip/bpe_simple_vocab_16e6.txt.gz";
   if (fs::exists(clip_vocab)) {
-    Result wrong = run_distill("encode-text --checkpoint " + ckpt + " --tokenizer " + clip_vocab +
-                               " hello");
+    Result wrong =
+        run_distill("encode-text --checkpoint " + ckpt + " --tokenizer " + clip_vocab + " hello");
     EXPECT_EQ(wrong.exit_code, 1);
     EXPECT_NE(wrong.out.find("is a clip tokenizer but"), std::string::npos) << wrong.out;
   }
@@ -148,8 +148,8 @@ TEST(CliModels, EncodeImageWritesNormalisedEmbeddingsAndTokens) {
   ASSERT_EQ(run_distill("convert --in " + model_fixture("hf_clip") + " --out " + ckpt).exit_code,
             0);
   const std::string npy = tmp.file("img.npy");
-  const std::string files = images + "/astronaut.png " + images + "/rocket.jpg " + images +
-                            "/astronaut.png";
+  const std::string files =
+      images + "/astronaut.png " + images + "/rocket.jpg " + images + "/astronaut.png";
   Result r = run_distill("encode-image --checkpoint " + ckpt + " --out " + npy + " " + files);
   ASSERT_EQ(r.exit_code, 0) << r.out;
   const Tensor e = load_npy(npy);
@@ -163,8 +163,8 @@ TEST(CliModels, EncodeImageWritesNormalisedEmbeddingsAndTokens) {
   // The same image twice (not bit-equal: GEMM blocking depends on the row).
   for (int j = 0; j < 32; ++j) EXPECT_NEAR(v[j], v[64 + j], 1e-6);
   EXPECT_NE(v[0], v[32]);
-  Result tokens = run_distill("encode-image --tokens --checkpoint " + ckpt + " --out " + npy +
-                              " " + images + "/rocket.jpg");
+  Result tokens = run_distill("encode-image --tokens --checkpoint " + ckpt + " --out " + npy + " " +
+                              images + "/rocket.jpg");
   ASSERT_EQ(tokens.exit_code, 0) << tokens.out;
   EXPECT_EQ(load_npy(npy).shape(), (Shape{1, 26, 32}));  // class token + 5x5 patches
 }
@@ -180,9 +180,9 @@ TEST(CliModels, EncodeImageBadInput) {
   EXPECT_EQ(text_only.exit_code, 1);
   EXPECT_NE(text_only.out.find("no image tower"), std::string::npos) << text_only.out;
   const std::string clip = tmp.file("clip.safetensors");
-  ASSERT_EQ(run_distill("convert --in " + model_fixture("hf_clip_vision") + " --out " + clip)
-                .exit_code,
-            0);
+  ASSERT_EQ(
+      run_distill("convert --in " + model_fixture("hf_clip_vision") + " --out " + clip).exit_code,
+      0);
   Result corrupt = run_distill("encode-image --checkpoint " + clip + " " + bad);
   EXPECT_EQ(corrupt.exit_code, 1);
   EXPECT_NE(corrupt.out.find("broken.jpg"), std::string::npos) << corrupt.out;

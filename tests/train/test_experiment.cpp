@@ -19,7 +19,9 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string shards() { return std::string(DISTILL_SOURCE_DIR) + "/../shared/data/cifar10-jpg"; }
+std::string shards() {
+  return std::string(DISTILL_SOURCE_DIR) + "/../shared/data/cifar10-jpg";
+}
 
 json tiny_config(const std::string& name, const json& teacher_arch) {
   json c = json::parse(std::ifstream(std::string(DISTILL_SOURCE_DIR) + "/configs/smoke-cpu.json"));
@@ -41,8 +43,8 @@ std::vector<json> read_jsonl(const fs::path& p) {
   return out;
 }
 
-#define SKIP_WITHOUT_SHARDS()                                                          \
-  if (!fs::exists(shards() + "/test-0000.tar"))                                        \
+#define SKIP_WITHOUT_SHARDS()                   \
+  if (!fs::exists(shards() + "/test-0000.tar")) \
   GTEST_SKIP() << "real CIFAR-10 shards not found at " << shards()
 
 TEST(Experiment, EveryStageRunsOnATinyVitAndTheReportHasEveryColumn) {
@@ -55,8 +57,8 @@ TEST(Experiment, EveryStageRunsOnATinyVitAndTheReportHasEveryColumn) {
       "patch_size": 8, "width": 32, "layers": 2, "heads": 2, "mlp_dim": 64, "output_dim": 32,
       "act": "gelu"})"));
   const json summary = train::run_experiment(c, "test config", opts);
-  for (const char* stage : {"teacher", "probe", "head", "student_text", "student_notext",
-                            "student_labels"}) {
+  for (const char* stage :
+       {"teacher", "probe", "head", "student_text", "student_notext", "student_labels"}) {
     ASSERT_TRUE(summary["stages"].contains(stage)) << stage;
     const double top1 = summary["stages"][stage]["top1"];
     EXPECT_GE(top1, 0.0);
@@ -145,8 +147,8 @@ TEST(Experiment, KilledRunResumesBitIdentically) {
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    execl(DISTILL_BINARY, DISTILL_BINARY, "run", "--quiet", "--config", cfg.c_str(),
-          "--runs-dir", killed.c_str(), static_cast<char*>(nullptr));
+    execl(DISTILL_BINARY, DISTILL_BINARY, "run", "--quiet", "--config", cfg.c_str(), "--runs-dir",
+          killed.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   const fs::path latest = fs::path(killed) / "resume/checkpoints/teacher/latest.json";

@@ -3,8 +3,8 @@
 
 #include "data/prompts.h"
 #include "models/bert.h"
-#include "train/text_queries.h"
 #include "tests/test_util.h"
+#include "train/text_queries.h"
 
 namespace distill::testing {
 namespace {
