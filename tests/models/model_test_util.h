@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/safetensors.h"
+#include "models/config.h"
 #include "tests/test_util.h"
 
 namespace distill::testing {
@@ -34,6 +35,31 @@ class TempDir {
   }
   std::filesystem::path path_;
 };
+
+// Small but non-degenerate towers for unit tests (1 layer, 2 heads).
+inline models::VitConfig tiny_vit_config(int64_t image_size = 16, int64_t patch_size = 8,
+                                         int64_t width = 16, int64_t output_dim = 8) {
+  models::VitConfig c;
+  c.image_size = image_size;
+  c.patch_size = patch_size;
+  c.width = width;
+  c.layers = 1;
+  c.heads = 2;
+  c.mlp_dim = 2 * width;
+  c.output_dim = output_dim;
+  return c;
+}
+
+inline models::BertConfig tiny_bert_config(int64_t vocab_size, int64_t hidden = 16) {
+  models::BertConfig c;
+  c.vocab_size = vocab_size;
+  c.hidden = hidden;
+  c.layers = 1;
+  c.heads = 2;
+  c.intermediate = 2 * hidden;
+  c.max_position = 64;
+  return c;
+}
 
 // max |got - want| / max |want| <= tol: the error relative to the tensor's scale (an elementwise
 // relative error is meaningless for values that cross zero).

@@ -3,7 +3,7 @@
 
 #include "models/clip.h"
 #include "models/head.h"
-#include "tests/test_util.h"
+#include "tests/models/model_test_util.h"
 
 namespace distill::testing {
 namespace {
@@ -93,14 +93,7 @@ TEST(ImageTextHead, BadShapesAndConfigsAreNamed) {
 
 TEST(EncoderClassifier, LogitsFromThePooledEmbedding) {
   Generator g(14);
-  models::VitConfig vc;
-  vc.image_size = 16;
-  vc.patch_size = 8;
-  vc.width = 16;
-  vc.layers = 1;
-  vc.heads = 2;
-  vc.mlp_dim = 32;
-  vc.output_dim = 12;
+  const models::VitConfig vc = tiny_vit_config(16, 8, 16, 12);
   auto vit = std::make_shared<models::VisionTransformer>(vc, &g);
   models::EncoderClassifier student(vit, 3, &g);
   const Tensor pixels = random_tensor({2, 3, 16, 16}, 15);

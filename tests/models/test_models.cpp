@@ -197,13 +197,7 @@ TEST(ConvertBadInput, ImageTowerRequestedFromATextCheckpoint) {
 
 TEST(ModelBadInput, WrongImageSizeAndOutOfVocabularyIds) {
   Generator g(5);
-  models::VitConfig vc;
-  vc.image_size = 32;
-  vc.patch_size = 16;
-  vc.width = 32;
-  vc.layers = 1;
-  vc.heads = 2;
-  vc.mlp_dim = 64;
+  const models::VitConfig vc = tiny_vit_config(32, 16, 32, 512);
   models::VisionTransformer vit(vc, &g);
   EXPECT_THROW(vit.encode(random_tensor({1, 3, 48, 48}, 1)), Error);
   models::ClipTextConfig tc;

@@ -14,8 +14,10 @@ struct Result {
   std::string out;  // stdout and stderr together
 };
 
-inline Result run_distill(const std::string& args) {
-  const std::string cmd = std::string(DISTILL_BINARY) + " " + args + " 2>&1";
+// Runs the binary; `stderr_too` merges stderr into the output (JSON commands keep it apart).
+inline Result run_distill(const std::string& args, bool stderr_too = true) {
+  const std::string cmd =
+      std::string(DISTILL_BINARY) + " " + args + (stderr_too ? " 2>&1" : " 2>/dev/null");
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return {-1, "popen failed"};
   std::string out;
@@ -27,15 +29,6 @@ inline Result run_distill(const std::string& args) {
 }
 
 // Only the JSON document (stdout) — stderr is kept apart for --json commands.
-inline std::string run_json(const std::string& args) {
-  const std::string cmd = std::string(DISTILL_BINARY) + " " + args + " 2>/dev/null";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  pclose(p);
-  return out;
-}
+inline std::string run_json(const std::string& args) { return run_distill(args, false).out; }
 
 }  // namespace distill::testing

@@ -1,9 +1,6 @@
 // `distill info --data` and `distill bench data` as a user runs them.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -11,28 +8,12 @@
 #include "data/cifar.h"
 #include "data/idx.h"
 #include "tests/data/data_test_util.h"
+#include "tests/tools/cli_run.h"
 
 namespace {
 
-struct Result {
-  int exit_code;
-  std::string out;
-};
-
-// Runs the binary; `stderr_too` merges stderr into the output (JSON commands keep it apart).
-Result run_distill(const std::string& args, bool stderr_too = true) {
-  const std::string cmd =
-      std::string(DISTILL_BINARY) + " " + args + (stderr_too ? " 2>&1" : " 2>/dev/null");
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return {-1, "popen failed"};
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
+using distill::testing::Result;
+using distill::testing::run_distill;
 using distill::testing::random_image;
 using distill::testing::ScratchDir;
 

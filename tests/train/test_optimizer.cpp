@@ -10,7 +10,7 @@
 #include "layers/basic.h"
 #include "models/bert.h"
 #include "models/clip.h"
-#include "tests/test_util.h"
+#include "tests/models/model_test_util.h"
 #include "train/optimizer.h"
 
 namespace distill::train {
@@ -29,14 +29,7 @@ std::set<std::string> group_names(const std::vector<ParamGroup>& groups, const s
 }
 
 TEST(TrainWeightDecayRule, TinyVisionTransformer) {
-  models::VitConfig c;
-  c.image_size = 16;
-  c.patch_size = 8;
-  c.width = 16;
-  c.layers = 1;
-  c.heads = 2;
-  c.mlp_dim = 32;
-  c.output_dim = 8;
+  const models::VitConfig c = distill::testing::tiny_vit_config();
   Generator g(1);
   models::VisionTransformer vit(c, &g);
   const auto groups = weight_decay_groups(vit, 0.05);
