@@ -1,6 +1,7 @@
 // Decoded images: 8-bit RGB, height x width x 3 (HWC), the layout every reader returns and every
-// transform consumes. Decoding goes through stb_image; grey and RGBA inputs become RGB (alpha is
-// dropped, as PIL's convert("RGB") does).
+// transform consumes. JPEGs are decoded with libjpeg-turbo at PIL's settings (the same pixels as
+// PIL), other formats with stb_image; grey, CMYK and RGBA inputs become RGB as PIL's
+// convert("RGB") makes them (alpha dropped).
 #pragma once
 
 #include <cstdint>
@@ -19,9 +20,10 @@ struct Image {
   const uint8_t* row(int y) const { return pixels.data() + static_cast<size_t>(y) * width * 3; }
 };
 
-// Decodes a JPEG, PNG (or any format stb_image knows) held in memory. `what` names the source in
-// errors ("train-0000.tar: member 'cat_0001.jpg' at offset 10240"); zero-byte and corrupt inputs
-// throw distill::Error.
+// Decodes a JPEG (recognised by its FF D8 FF magic), PNG or any format stb_image knows, held in
+// memory. `what` names the source in errors ("train-0000.tar: member 'cat_0001.jpg' at offset
+// 10240"); zero-byte, corrupt and truncated inputs throw distill::Error (a JPEG cut short is an
+// error, as in PIL, not an image padded with grey).
 Image decode_image(const uint8_t* bytes, size_t size, const std::string& what);
 Image decode_image_file(const std::string& path);
 

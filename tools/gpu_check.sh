@@ -22,7 +22,7 @@ echo "== GPU: $(tail -n1 "$OUT/gpu.txt")"
 # Dependencies: GPU hosts have no package network, so tools/gpu_deps.sh downloads the Debian
 # packages beforehand and the call carries .gpudeps; unpack them into a private root.
 DEPS_ARG=()
-if ! dpkg -s libopenblas-openmp-dev zlib1g-dev nlohmann-json3-dev libgtest-dev libstb-dev >/dev/null 2>&1 && [[ -d .gpudeps/debs ]]; then
+if ! dpkg -s libopenblas-openmp-dev zlib1g-dev nlohmann-json3-dev libgtest-dev libstb-dev libjpeg62-turbo-dev >/dev/null 2>&1 && [[ -d .gpudeps/debs ]]; then
   mkdir -p .gpudeps/root
   for f in .gpudeps/debs/*.deb; do
     dpkg-deb -x "$f" .gpudeps/root 2>/dev/null || (cd .gpudeps/root && ar p "$OLDPWD/$f" data.tar.xz | tar xJ)

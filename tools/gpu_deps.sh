@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 mkdir -p .gpudeps/debs
 cd .gpudeps/debs
 apt-get download libopenblas0-openmp libopenblas-openmp-dev libopenblas0 \
-  libgfortran5 nlohmann-json3-dev libgtest-dev libstb-dev libstb0 zlib1g-dev
+  libgfortran5 nlohmann-json3-dev libgtest-dev libstb-dev libstb0 zlib1g-dev \
+  libjpeg62-turbo-dev libjpeg62-turbo
 ls -la
