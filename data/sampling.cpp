@@ -7,14 +7,12 @@
 
 namespace distill::data {
 
-namespace {
 uint64_t splitmix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
   x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
   return x ^ (x >> 31);
 }
-}  // namespace
 
 uint64_t derive_key(uint64_t seed, uint64_t epoch, uint64_t stream) {
   return splitmix64(splitmix64(seed ^ 0xD15711Full) ^ splitmix64(epoch) ^ (stream * 0x9E37ull));

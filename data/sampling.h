@@ -12,6 +12,8 @@ namespace distill::data {
 // A permutation of 0..n-1 (Fisher-Yates on Philox draws keyed by `key`).
 std::vector<int64_t> seeded_permutation(int64_t n, uint64_t key);
 // The key for stream `stream` of epoch `epoch` under `seed` (distinct streams: order, shards...).
+// SplitMix64's finaliser: a well-mixed 64-bit hash of x (seeds and keys are derived with it).
+uint64_t splitmix64(uint64_t x);
 uint64_t derive_key(uint64_t seed, uint64_t epoch, uint64_t stream);
 
 // k samples per class, chosen by a per-class permutation that does not depend on k: the 4-shot

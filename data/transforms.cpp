@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "data/sampling.h"
 #include "kernels/philox.h"
 
 namespace distill::data {
@@ -86,13 +87,6 @@ inline uint8_t blend(float a, float b, float alpha) {
 // Python's round(): to nearest, ties to even.
 int round_half_even(double v) {
   return static_cast<int>(std::nearbyint(v));
-}
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
 }
 
 }  // namespace
