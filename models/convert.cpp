@@ -65,8 +65,6 @@ CheckpointFiles locate(const std::string& path) {
                                   : " holds several .safetensors files; name the one to convert");
       f.weights = found[0];
     }
-    bool has_pickle = fs::exists(dir / "pytorch_model.bin");
-    (void)has_pickle;
   } else {
     const std::string ext = p.extension().string();
     DISTILL_CHECK(ext != ".bin" && ext != ".pt" && ext != ".pth", "convert: ", path,
@@ -624,38 +622,65 @@ CanonicalCheckpoint read_canonical_spec(const std::string& path) {
 }
 
 namespace {
-void load_tower(nn::Module& tower, const SafetensorsFile& f, const std::string& prefix) {
+// The tensors of one tower of a whole-model state (prefix "visual." / "text." for arch clip).
+nn::NamedTensors tower_state(const nn::NamedTensors& all, const std::string& prefix) {
   nn::NamedTensors state;
-  for (const auto& n : f.names())
-    if (prefix.empty() || starts_with(n, prefix)) {
-      if (!prefix.empty() || n != "logit_scale")
-        state.emplace_back(n.substr(prefix.size()), f.tensor(n));
-    }
-  tower.load_state_dict(state, true, f.path());
-  tower.eval();
+  for (const auto& [n, t] : all)
+    if (prefix.empty() ? n != "logit_scale" : starts_with(n, prefix))
+      state.emplace_back(n.substr(prefix.size()), t);
+  return state;
+}
+
+std::shared_ptr<ImageEncoder> image_tower(const ModelSpec& spec, const nn::NamedTensors& tensors,
+                                          const std::string& path) {
+  DISTILL_CHECK(spec.arch == "clip" || spec.arch == "clip-vision", path, " holds a ", spec.arch,
+                " model, which has no image tower");
+  const bool clip = spec.arch == "clip";
+  auto enc = make_image_encoder(clip ? spec.config.at("vision") : spec.config, path);
+  enc->load_state_dict(tower_state(tensors, clip ? "visual." : ""), true, path);
+  enc->eval();
+  return enc;
+}
+
+std::shared_ptr<TextEncoder> text_tower(const ModelSpec& spec, const nn::NamedTensors& tensors,
+                                        const std::string& path) {
+  DISTILL_CHECK(spec.arch != "clip-vision", path, " holds a CLIP image tower, no text encoder");
+  const bool clip = spec.arch == "clip";
+  auto enc = make_text_encoder(clip ? "clip-text" : spec.arch,
+                               clip ? spec.config.at("text") : spec.config, path);
+  enc->load_state_dict(tower_state(tensors, clip ? "text." : ""), true, path);
+  enc->eval();
+  return enc;
+}
+
+bool is_canonical(const std::string& path) {
+  if (fs::is_directory(path)) return false;
+  const SafetensorsFile f(path);
+  const auto it = f.metadata().find("format");
+  return it != f.metadata().end() && it->second == "distill";
 }
 }  // namespace
 
 std::shared_ptr<ImageEncoder> load_image_encoder(const std::string& path) {
   const CanonicalCheckpoint c = read_canonical_spec(path);
-  DISTILL_CHECK(c.spec.arch == "clip" || c.spec.arch == "clip-vision", path, " holds a ",
-                c.spec.arch, " model, which has no image tower");
-  const json& vc = c.spec.arch == "clip" ? c.spec.config.at("vision") : c.spec.config;
-  auto enc = make_image_encoder(vc, path);
-  SafetensorsFile f(path);
-  load_tower(*enc, f, c.spec.arch == "clip" ? "visual." : "");
-  return enc;
+  return image_tower(c.spec, SafetensorsFile(path).load_all(), path);
 }
 
 std::shared_ptr<TextEncoder> load_text_encoder(const std::string& path) {
   const CanonicalCheckpoint c = read_canonical_spec(path);
-  DISTILL_CHECK(c.spec.arch != "clip-vision", path, " holds a CLIP image tower, no text encoder");
-  const std::string arch = c.spec.arch == "clip" ? "clip-text" : c.spec.arch;
-  const json& tc = c.spec.arch == "clip" ? c.spec.config.at("text") : c.spec.config;
-  auto enc = make_text_encoder(arch, tc, path);
-  SafetensorsFile f(path);
-  load_tower(*enc, f, c.spec.arch == "clip" ? "text." : "");
-  return enc;
+  return text_tower(c.spec, SafetensorsFile(path).load_all(), path);
+}
+
+std::shared_ptr<ImageEncoder> open_image_encoder(const std::string& path) {
+  if (is_canonical(path)) return load_image_encoder(path);
+  const ConvertedModel m = convert_checkpoint(path);
+  return image_tower(m.spec, m.tensors, path);
+}
+
+std::shared_ptr<TextEncoder> open_text_encoder(const std::string& path) {
+  if (is_canonical(path)) return load_text_encoder(path);
+  const ConvertedModel m = convert_checkpoint(path);
+  return text_tower(m.spec, m.tensors, path);
 }
 
 }  // namespace distill::models

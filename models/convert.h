@@ -47,6 +47,11 @@ std::shared_ptr<ImageEncoder> load_image_encoder(const std::string& path);
 // The text tower of a canonical checkpoint of arch clip, clip-text, roberta or bert.
 std::shared_ptr<TextEncoder> load_text_encoder(const std::string& path);
 
+// Either of the above, or a checkpoint `convert_checkpoint` reads (converted in memory, nothing
+// written): what a run config may name.
+std::shared_ptr<ImageEncoder> open_image_encoder(const std::string& path);
+std::shared_ptr<TextEncoder> open_text_encoder(const std::string& path);
+
 // The expected tensor names and shapes of a preset (weights/manifests/<preset>.json), and the
 // preset whose config equals `spec`'s tower config (empty when none).
 nlohmann::json preset_manifest(const std::string& preset_name);

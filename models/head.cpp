@@ -60,8 +60,7 @@ ImageTextHead::ImageTextHead(const HeadConfig& c, Generator* gen)
       "caption_classifier", std::make_shared<nn::Linear>(c.width, c.num_classes, true, gen));
 }
 
-Tensor ImageTextHead::decode(const Tensor& tokens, const Tensor& queries,
-                             const Tensor& query_mask) {
+Tensor ImageTextHead::decode(const Tensor& tokens, const Tensor& queries) {
   nn::ScopedRange range("ImageTextHead");
   DISTILL_CHECK(tokens.dim() == 3 && tokens.size(2) == config.token_dim,
                 "ImageTextHead: image tokens must be [B, N, ", config.token_dim, "], got ",
@@ -70,7 +69,6 @@ Tensor ImageTextHead::decode(const Tensor& tokens, const Tensor& queries,
                     queries.size(2) == config.query_dim,
                 "ImageTextHead: queries must be [B, Q, ", config.query_dim, "], got ",
                 queries.describe(), " for tokens ", tokens.describe());
-  (void)query_mask;  // queries attend to the image tokens only; the mask matters for pooling
   const Tensor q = query_proj->forward(query_norm->forward(queries));
   Tensor h = attn_norm->forward(add(q, dropout->forward(attn->forward(q, tokens, tokens))));
   return add(h, dropout->forward(mlp->forward(mlp_norm->forward(h))));
@@ -93,7 +91,8 @@ Tensor ImageTextHead::forward_captions(const Tensor& tokens, const Tensor& capti
                     caption_mask.size(1) == caption_tokens.size(1),
                 "ImageTextHead: caption mask ", caption_mask.describe(),
                 " does not match the caption tokens ", caption_tokens.describe());
-  const Tensor h = decode(tokens, caption_tokens, caption_mask);  // [B, L, width]
+  // Queries attend to the image tokens only; the caption mask matters for the pooling.
+  const Tensor h = decode(tokens, caption_tokens);  // [B, L, width]
   const Tensor m = unsqueeze(to_dtype(to_device(caption_mask, h.device()), h.dtype()), 2);
   const Tensor pooled = div(sum(mul(h, m), {1}), sum(m, {1}));  // masked mean
   return caption_classifier->forward(pooled);

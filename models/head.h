@@ -33,7 +33,7 @@ class ImageTextHead : public nn::Module {
   Tensor forward_captions(const Tensor& tokens, const Tensor& caption_tokens,
                           const Tensor& caption_mask);
   // The decoded queries H, [B, Q, width] (for probes and tests).
-  Tensor decode(const Tensor& tokens, const Tensor& queries, const Tensor& query_mask = Tensor());
+  Tensor decode(const Tensor& tokens, const Tensor& queries);
 
   HeadConfig config;
   std::shared_ptr<nn::LayerNorm> query_norm, attn_norm, mlp_norm;

@@ -161,51 +161,6 @@ std::shared_ptr<data::DataLoader> make_loader(const Run& run, bool train, uint64
                                             train ? run.train_subset : run.test_subset);
 }
 
-// ---- loading towers from a converted checkpoint or straight from a hub checkpoint
-
-models::ConvertedModel convert_in_memory(const std::string& path) {
-  return models::convert_checkpoint(path);
-}
-
-bool is_canonical(const std::string& path) {
-  if (fs::is_directory(path)) return false;
-  try {
-    models::read_canonical_spec(path);
-    return true;
-  } catch (const Error&) {
-    return false;
-  }
-}
-
-nn::NamedTensors with_prefix_removed(const nn::NamedTensors& t, const std::string& prefix) {
-  nn::NamedTensors out;
-  for (const auto& [n, v] : t)
-    if (n.rfind(prefix, 0) == 0) out.emplace_back(n.substr(prefix.size()), v);
-  return out;
-}
-
-std::shared_ptr<models::TextEncoder> load_text(const std::string& path) {
-  if (is_canonical(path)) return models::load_text_encoder(path);
-  const models::ConvertedModel m = convert_in_memory(path);
-  DISTILL_CHECK(m.spec.arch != "clip-vision", path, " holds no text encoder");
-  const bool clip = m.spec.arch == "clip";
-  auto enc = models::make_text_encoder(clip ? "clip-text" : m.spec.arch,
-                                       clip ? m.spec.config["text"] : m.spec.config, path);
-  enc->load_state_dict(clip ? with_prefix_removed(m.tensors, "text.") : m.tensors, true, path);
-  return enc;
-}
-
-std::shared_ptr<models::ImageEncoder> load_image(const std::string& path) {
-  if (is_canonical(path)) return models::load_image_encoder(path);
-  const models::ConvertedModel m = convert_in_memory(path);
-  DISTILL_CHECK(m.spec.arch == "clip" || m.spec.arch == "clip-vision", path,
-                " holds no image encoder");
-  const bool clip = m.spec.arch == "clip";
-  auto enc = models::make_image_encoder(clip ? m.spec.config["vision"] : m.spec.config, path);
-  enc->load_state_dict(clip ? with_prefix_removed(m.tensors, "visual.") : m.tensors, true, path);
-  return enc;
-}
-
 // A schedule whose total_steps is 0 in the config ("the whole stage") gets the stage's step count.
 LrSchedule stage_schedule(const json& j, int64_t total_steps, const std::string& where) {
   json filled = j;
@@ -352,7 +307,6 @@ Tensor teacher_tokens(Run& run, const data::Batch& b) {
 // ---- stages
 
 void stage_teacher(Run& run) {
-  if (!run.teacher_config.is_null() && run.teacher) return;  // pretrained
   Generator gen(stage_seed(run, "teacher/init"));
   auto encoder = models::make_image_encoder(run.config["teacher"]["arch"], "teacher.arch", &gen);
   models::EncoderClassifier model(encoder, run.num_classes, &gen);
@@ -438,7 +392,7 @@ void load_text_queries(Run& run) {
   } else {
     const std::string path = t["checkpoint"].get<std::string>();
     DISTILL_CHECK(!path.empty(), "config: text.checkpoint (or text.random) is required");
-    run.text = load_text(path);
+    run.text = models::open_text_encoder(path);
     tokenizer = load_tokenizer(tok_path, run.text->max_length());
   }
   run.text->eval();
@@ -652,7 +606,7 @@ json run_experiment(const json& user_config, const std::string& where, const Run
   // The teacher image encoder: pretrained, or trained by stage 0.
   const std::string teacher_ckpt = run.config["teacher"]["checkpoint"].get<std::string>();
   if (!teacher_ckpt.empty()) {
-    run.teacher = load_image(teacher_ckpt);
+    run.teacher = models::open_image_encoder(teacher_ckpt);
     run.teacher->to(run.device);
     run.teacher->requires_grad_(false);
     run.teacher->eval();

@@ -29,6 +29,8 @@ inline Result run_distill(const std::string& args, bool stderr_too = true) {
 }
 
 // Only the JSON document (stdout) — stderr is kept apart for --json commands.
-inline std::string run_json(const std::string& args) { return run_distill(args, false).out; }
+inline std::string run_json(const std::string& args) {
+  return run_distill(args, false).out;
+}
 
 }  // namespace distill::testing

@@ -12,9 +12,9 @@
 
 namespace {
 
+using distill::testing::random_image;
 using distill::testing::Result;
 using distill::testing::run_distill;
-using distill::testing::random_image;
 using distill::testing::ScratchDir;
 
 TEST(CliData, InfoOnGeneratedCifarIdxAndImageFolder) {
