@@ -105,15 +105,20 @@ Batch Batch::to(Device device) const {
   cudaEvent_t copied = nullptr;
   check(cudaEventCreateWithFlags(&copied, cudaEventDisableTiming), "cudaEventCreate");
   check(cudaEventRecord(copied, stream), "cudaEventRecord");
+  // Built in place and never copied: a copy would destroy the event twice.
   struct HostHold {
-    Tensor images, labels;
-    cudaEvent_t copied;
+    HostHold(Tensor host_images, Tensor host_labels, cudaEvent_t event)
+        : images(std::move(host_images)), labels(std::move(host_labels)), copied(event) {}
+    HostHold(const HostHold&) = delete;
+    HostHold& operator=(const HostHold&) = delete;
     ~HostHold() {
       cudaEventSynchronize(copied);
       cudaEventDestroy(copied);
     }
+    Tensor images, labels;
+    cudaEvent_t copied;
   };
-  out.hold = std::make_shared<HostHold>(HostHold{images, labels, copied});
+  out.hold = std::make_shared<HostHold>(images, labels, copied);
 #else
   out.images = images.to(device);  // throws: CUDA is not compiled in
   out.labels = labels.to(device);

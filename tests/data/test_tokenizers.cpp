@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "data/tokenizer.h"
 #include "data/unicode.h"
+#include "tests/data/data_test_util.h"
 #include "tests/test_util.h"
 
 namespace distill {
@@ -83,9 +84,11 @@ void expect_matches_reference(const Tokenizer& tokenizer, const std::string& key
 }
 
 TEST(Tokenizers, ClipMatchesOpenClip) {
+  DISTILL_SKIP_WITHOUT_SHARED_DATA("tokenizers");
   expect_matches_reference(clip(), "clip");
 }
 TEST(Tokenizers, RobertaMatchesHuggingFace) {
+  DISTILL_SKIP_WITHOUT_SHARED_DATA("tokenizers");
   expect_matches_reference(roberta(), "roberta");
 }
 TEST(Tokenizers, BertMatchesHuggingFace) {
@@ -93,6 +96,7 @@ TEST(Tokenizers, BertMatchesHuggingFace) {
 }
 
 TEST(Tokenizers, ClipSplitsOutOpenClipSpecialTokens) {
+  DISTILL_SKIP_WITHOUT_SHARED_DATA("tokenizers");
   const auto& specials = reference()["clip_specials"];
   ASSERT_FALSE(specials["strings"].empty());
   for (size_t i = 0; i < specials["strings"].size(); ++i) {
@@ -103,6 +107,7 @@ TEST(Tokenizers, ClipSplitsOutOpenClipSpecialTokens) {
 
 // encode is const and shares one BPE cache: threads encoding at once get the same ids.
 TEST(Tokenizers, ConcurrentEncodingAgrees) {
+  DISTILL_SKIP_WITHOUT_SHARED_DATA("tokenizers");
   const auto& ref = reference();
   std::vector<std::thread> threads;
   std::vector<size_t> mismatches(4, 0);
@@ -126,6 +131,7 @@ TEST(Tokenizers, FixtureNamesItsVersions) {
 }
 
 TEST(Tokenizers, SpecialIdsAndSizes) {
+  DISTILL_SKIP_WITHOUT_SHARED_DATA("tokenizers");
   EXPECT_EQ(clip().start_id(), 49406);
   EXPECT_EQ(clip().end_id(), 49407);
   EXPECT_EQ(clip().vocab_size(), 49408);
@@ -143,6 +149,7 @@ TEST(Tokenizers, SpecialIdsAndSizes) {
 }
 
 TEST(Tokenizers, EmptyTextIsJustTheSpecialTokens) {
+  DISTILL_SKIP_WITHOUT_SHARED_DATA("tokenizers");
   EXPECT_EQ(clip().encode(""), (std::vector<int64_t>{49406, 49407}));
   EXPECT_EQ(roberta().encode(""), (std::vector<int64_t>{0, 2}));
   EXPECT_EQ(bert().encode(""), (std::vector<int64_t>{101, 102}));
@@ -150,6 +157,7 @@ TEST(Tokenizers, EmptyTextIsJustTheSpecialTokens) {
 }
 
 TEST(Tokenizers, LongTextIsTruncatedKeepingTheEndToken) {
+  DISTILL_SKIP_WITHOUT_SHARED_DATA("tokenizers");
   std::string text;
   for (int i = 0; i < 700; ++i) text += "word" + std::to_string(i) + " ";
   const auto c = clip().encode(text);
@@ -176,6 +184,7 @@ TEST(Tokenizers, LongTextIsTruncatedKeepingTheEndToken) {
 }
 
 TEST(Tokenizers, InvalidUtf8BecomesReplacementCharacters) {
+  DISTILL_SKIP_WITHOUT_SHARED_DATA("tokenizers");
   // As Python's bytes.decode("utf-8", errors="replace"): one U+FFFD per maximal invalid subpart.
   EXPECT_EQ(unicode::decode_utf8("a\xff"
                                  "b"),
@@ -196,6 +205,7 @@ TEST(Tokenizers, InvalidUtf8BecomesReplacementCharacters) {
 }
 
 TEST(Tokenizers, EncodeBatchPadsAndMasks) {
+  DISTILL_SKIP_WITHOUT_SHARED_DATA("tokenizers");
   const std::vector<std::string> texts{"a photo of a dog.", "cat", ""};
   const TokenBatch c = clip().encode_batch(texts);
   EXPECT_EQ(c.ids.shape(), (Shape{3, 77}));
@@ -233,6 +243,7 @@ TEST(Tokenizers, EncodeBatchPadsAndMasks) {
 }
 
 TEST(Tokenizers, DecodeSkipsSpecialTokens) {
+  DISTILL_SKIP_WITHOUT_SHARED_DATA("tokenizers");
   EXPECT_EQ(clip().decode(clip().encode("A photo of a DOG.")), "a photo of a dog .");
   const std::string text = "Hello, world! Ça va? 日本 😀";
   EXPECT_EQ(roberta().decode(roberta().encode(text)), text);
@@ -241,6 +252,7 @@ TEST(Tokenizers, DecodeSkipsSpecialTokens) {
 
 // Hugging Face's CLIP files (vocab.json + merges.txt), written here from the same merges.
 TEST(Tokenizers, ClipFromHuggingFaceFiles) {
+  DISTILL_SKIP_WITHOUT_SHARED_DATA("tokenizers");
   const fs::path dir =
       fs::temp_directory_path() / ("distill_tok_hfclip_" + std::to_string(getpid()));
   fs::remove_all(dir);
@@ -322,6 +334,7 @@ void expect_error(F&& load, const std::vector<std::string>& parts) {
 }
 
 TEST_F(TokenizerFiles, LoadTokenizerDetectsTheKind) {
+  DISTILL_SKIP_WITHOUT_SHARED_DATA("tokenizers");
   EXPECT_EQ(load_tokenizer(kClipVocab)->kind(), "clip");
   EXPECT_EQ(load_tokenizer(kRobertaDir)->kind(), "roberta");
   EXPECT_EQ(load_tokenizer(kRobertaDir + "/vocab.json")->kind(), "roberta");
@@ -354,6 +367,7 @@ TEST_F(TokenizerFiles, MissingFilesNameTheFile) {
 }
 
 TEST_F(TokenizerFiles, TruncatedGzipIsAnError) {
+  DISTILL_SKIP_WITHOUT_SHARED_DATA("tokenizers");
   const std::string gz = read_bytes(kClipVocab);
   write_bytes(path("cut.txt.gz"), gz.substr(0, gz.size() / 2));
   expect_error([&] { ClipTokenizer t(path("cut.txt.gz")); }, {path("cut.txt.gz"), "truncated"});
@@ -372,6 +386,7 @@ TEST_F(TokenizerFiles, ShortOrMalformedClipMergesAreErrors) {
 }
 
 TEST_F(TokenizerFiles, MalformedMergesLineIsAnError) {
+  DISTILL_SKIP_WITHOUT_SHARED_DATA("tokenizers");
   fs::copy_file(kRobertaDir + "/vocab.json", path("vocab.json"));
   write_bytes(path("merges.txt"), "#version: 0.2\n\xc4\xa0 t\nonlyone\n");
   expect_error([&] { RobertaTokenizer t(path("vocab.json"), path("merges.txt")); },
@@ -382,6 +397,7 @@ TEST_F(TokenizerFiles, MalformedMergesLineIsAnError) {
 }
 
 TEST_F(TokenizerFiles, VocabJsonMustBeAnObject) {
+  DISTILL_SKIP_WITHOUT_SHARED_DATA("tokenizers");
   fs::copy_file(kRobertaDir + "/merges.txt", path("merges.txt"));
   write_bytes(path("vocab.json"), "[1, 2, 3]");
   expect_error([&] { RobertaTokenizer t(path("vocab.json"), path("merges.txt")); },

@@ -547,10 +547,13 @@ TEST_P(CudaKernels, GemmLayoutsBatchesAndBias) {
       const int64_t stride_c = c.m * ldc + 5;
       const int64_t a_batches = c.broadcast_a ? 1 : c.batch,
                     b_batches = c.broadcast_b ? 1 : c.batch;
-      const Pair a = both(random_tensor({std::max<int64_t>(1, a_batches * a_rows * lda)}, seed++,
-                                        dtype, -1.0, 1.0));
-      const Pair b = both(random_tensor({std::max<int64_t>(1, b_batches * b_rows * ldb)}, seed++,
-                                        dtype, -1.0, 1.0));
+      // Exactly the extent the strides reach: a kernel reading past it fails under memcheck.
+      const int64_t a_extent = (a_batches - 1) * stride_a + a_rows * lda;
+      const int64_t b_extent = (b_batches - 1) * stride_b + b_rows * ldb;
+      const Pair a =
+          both(random_tensor({std::max<int64_t>(1, a_extent)}, seed++, dtype, -1.0, 1.0));
+      const Pair b =
+          both(random_tensor({std::max<int64_t>(1, b_extent)}, seed++, dtype, -1.0, 1.0));
       const Tensor c_init = random_tensor({c.batch * stride_c}, seed++, dtype, -1.0, 1.0);
       const Pair bias_buffer = both(random_tensor({c.n + 1}, seed++, dtype, -1.0, 1.0));
       Tensor c_cpu = c_init.clone();
