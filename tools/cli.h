@@ -56,6 +56,7 @@ int cmd_encode_text(int argc, char** argv);
 int cmd_encode_image(int argc, char** argv);
 int cmd_run(int argc, char** argv);
 int bench_models(const Args& args, const Device& device);  // tools/bench_models.cpp
+int bench_step(const Args& args, const Device& device);    // tools/bench_step.cpp
 // `distill info --model NAME [--tensors]` (tools/cmd_info_model.cpp).
 int info_model(const std::string& name, bool as_json, bool with_tensors);
 // `distill info --data SPEC` (tools/cmd_info_data.cpp) and `distill bench data`

@@ -232,7 +232,12 @@ int cmd_bench(int argc, char** argv) {
         "kernels: comma-separated families (attention, conv, loss, optim); models: "
         "comma-separated presets",
         "all"},
-       {"batch", true, "models: batch size", "32"},
+       {"batch", true, "models, step: batch size", "32 (models), 256 (step on CUDA)"},
+       {"model", true, "step: clip-vit-b-32, clip-vit-b-16 or clip-rn50", "clip-vit-b-16"},
+       {"precision", true, "step: f32 or bf16 (autocast)", "bf16 on CUDA"},
+       {"classes", true, "step: classes (head queries and student outputs)", "1000"},
+       {"warmup", true, "step: untimed steps first", "3"},
+       {"profile", true, "step: N more steps under CUPTI, time per kernel (CUDA)", "0"},
        {"json", false, "print machine-readable JSON", ""},
        {"help", false, "show this help", ""}});
   args.parse(argc, argv, 2);
@@ -243,9 +248,12 @@ int cmd_bench(int argc, char** argv) {
       "           bandwidth (CUDA) or naive / im2col+OpenBLAS references (CPU)\n"
       "  models   forward images/s and texts/s of the preset towers (PyTorch beside it:\n"
       "           tools/bench/models_side_by_side.sh)\n"
+      "  step     one stage-2 distillation training step (teacher + head forward, student\n"
+      "           forward/backward, AdamW): ms, images/s, peak memory, MFU (PyTorch beside it:\n"
+      "           tools/bench/torch_step.py)\n"
       "  data     data loader images/s on tar shards with training augmentation\n"
       "           (see 'distill bench data --help')\n\n"
-      "usage: distill bench gemm|kernels|models|data [options]";
+      "usage: distill bench gemm|kernels|models|step|data [options]";
   if (args.flag("help") || args.positional().empty()) {
     std::fputs(args.help(summary).c_str(), args.flag("help") ? stdout : stderr);
     return args.flag("help") ? 0 : 2;
@@ -256,8 +264,9 @@ int cmd_bench(int argc, char** argv) {
   if (target == "gemm") return bench_gemm(args);
   if (target == "kernels") return bench_kernels(args);
   if (target == "models") return bench_models(args, bench_device(args, "models"));
+  if (target == "step") return bench_step(args, bench_device(args, "step"));
   throw UsageError("distill bench: unknown benchmark '" + target +
-                   "' (available: gemm, kernels, models, data)");
+                   "' (available: gemm, kernels, models, step, data)");
 }
 
 }  // namespace distill::cli

@@ -7,6 +7,7 @@
 
 #include "core/autocast.h"
 #include "core/error.h"
+#include "core/flops.h"
 #include "core/ops.h"
 #include "core/ops/dispatch.h"
 
@@ -194,6 +195,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   if (auto c = autocast_to_low({q, k, v})) return attention((*c)[0], (*c)[1], (*c)[2], mask, scale);
   const Problem p = check_problem(kOp, q, k, v, mask, scale);
   AttentionForwardResult r = run_forward(p, q, k, v, mask.causal);
+  flops::add(4.0 * static_cast<double>(p.batch) * p.heads * p.q_len * p.kv_len * p.head_dim);
   if (any_requires_grad({&q, &k, &v})) {
     // Inputs are saved detached (the node already references them through its edges) and the
     // output detached, so the node does not keep itself alive through out's grad_fn.

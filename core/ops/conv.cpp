@@ -7,6 +7,7 @@
 
 #include "core/autocast.h"
 #include "core/error.h"
+#include "core/flops.h"
 #include "core/ops.h"
 #include "core/ops/dispatch.h"
 
@@ -162,6 +163,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
     args.y = y.data_ptr();
     NoGradGuard no_grad;
     DISTILL_CONV_CALL(x.device(), be, conv2d_forward, args);
+    flops::add(2.0 * static_cast<double>(g.y_numel()) * g.in_channels * g.kernel_h * g.kernel_w);
   }
   const bool has_bias = bias.defined();
   record_fn(y, "conv2d", {x, weight, bias},

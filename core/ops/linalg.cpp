@@ -5,6 +5,7 @@
 
 #include "core/autocast.h"
 #include "core/error.h"
+#include "core/flops.h"
 #include "core/ops.h"
 #include "core/ops/dispatch.h"
 #include "kernels/matmul.h"
@@ -82,6 +83,7 @@ Tensor gemm_forward(const Tensor& a3, const Tensor& b3, const Tensor& bias) {
   args.stride_c = m * n;
   args.bias = bias_dense.defined() ? bias_dense.data_ptr() : nullptr;
   DISTILL_DISPATCH(a3.device(), gemm, args);
+  flops::add(2.0 * static_cast<double>(batch) * m * n * k);
   return out;
 }
 

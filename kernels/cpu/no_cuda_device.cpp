@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "kernels/device.h"
+#include "kernels/profiler.h"
 
 namespace distill::kernels::cuda {
 
@@ -52,6 +53,13 @@ void* stream() {
 void check_last_error(const char*) {}
 void nvtx_push(const char*) {}
 void nvtx_pop() {}
+
+void profiler_start() {
+  unavailable("profiler_start");
+}
+std::vector<KernelTime> profiler_stop() {
+  unavailable("profiler_stop");
+}
 
 }  // namespace distill::kernels::cuda
 #endif

@@ -16,18 +16,19 @@ def load(path):
 
 ours = load(sys.argv[1])
 torch = load(sys.argv[2])
-torch_ms = {(r["kernel"], r["shape"]): r["ms"] for r in torch.get("rows", [])}
+# Keyed by dtype too: f32 and bf16 rows of one shape are different measurements.
+torch_ms = {(r["kernel"], r["shape"], r.get("dtype", "")): r["ms"] for r in torch.get("rows", [])}
 # Our forward+backward rows may be named with either suffix; map both.
 alias = {"attention_fwdbwd": "attention_fwd_bwd", "cross_entropy": "cross_entropy_fwd_bwd",
          "softmax_ce_fwd_bwd": "cross_entropy_fwd_bwd"}
 print(f"{'kernel':24} {'shape':20} {'dtype':5} {'ours ms':>9} {'peer':>22} {'peer ms':>9} "
-      f"{'ours/peer':>9} {'torch ms':>9} {'torch/ours':>10}")
+      f"{'peer/ours':>9} {'torch ms':>9} {'torch/ours':>10}")
 for r in ours.get("rows", []):
     if "error" in r:
         print(f"{r.get('kernel', '?'):24} ERROR {r['error']}")
         continue
     k = r.get("kernel", "")
-    t = torch_ms.get((alias.get(k, k), r.get("shape", "")))
+    t = torch_ms.get((alias.get(k, k), r.get("shape", ""), r.get("dtype", "")))
     speed = r.get("ours_ms", 0)
     ratio_t = f"{t / speed:10.3f}" if t and speed else f"{'-':>10}"
     print(f"{k:24} {r.get('shape', ''):20} {r.get('dtype', ''):5} {speed:9.3f} {r.get('peer', ''):>22} "
