@@ -82,6 +82,8 @@ fi
 # does not run here, build from source.
 prebuilt=0
 if [[ -f .gpubin/prebuilt.tar.xz ]]; then
+  # The packing machine's runpath may name other CUDA folders than this one's.
+  export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib"
   mkdir -p "$BUILD" && tar -xJf .gpubin/prebuilt.tar.xz -C "$BUILD" &&
     "$BUILD/distill" info >/dev/null 2>&1 && "$BUILD/distill_tests" --gtest_list_tests >/dev/null 2>&1 &&
     prebuilt=1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Copies the real data tools/gpu_check.sh needs into .gpudata (a device call carries only the
 # checkout, never ../shared): the tokenizers and the caption sample, which the tests read, and
-# small CIFAR-10 shards (5,000 train / 2,000 test images cut from the real ones) for the short
+# small CIFAR-10 shards (3,000 train / 1,000 test images cut from the real ones) for the short
 # training run of configs/gpu-cifar10-student.json. Pass `carry: [".gpudata", ...]`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +23,8 @@ def first_samples(src, dst, n):
                 keys.add(key)
             out.addfile(member, t.extractfile(member))
 
-first_samples(f"{sys.argv[1]}/train-0000.tar", f"{sys.argv[2]}/train-0000.tar", 5000)
-first_samples(f"{sys.argv[1]}/test-0000.tar", f"{sys.argv[2]}/test-0000.tar", 2000)
+first_samples(f"{sys.argv[1]}/train-0000.tar", f"{sys.argv[2]}/train-0000.tar", 3000)
+first_samples(f"{sys.argv[1]}/test-0000.tar", f"{sys.argv[2]}/test-0000.tar", 1000)
 PY
 chmod -R u+w .gpudata
 du -sh .gpudata

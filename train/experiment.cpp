@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/npy.h"
@@ -69,6 +70,7 @@ json default_config() {
       {"name", "run"},
       {"seed", 0},
       {"device", "cpu"},
+      {"precision", "f32"},  // "bf16": autocast (bf16 matrix ops, fp32 master weights and norms)
       {"stages", kAllStages},
       {"checkpoint_every", 0},  // optimizer steps between mid-stage checkpoints (0: stage ends)
       {"log_every", 10},
@@ -107,6 +109,7 @@ struct Run {
   json config;
   fs::path dir;
   Device device = Device::cpu();
+  bool bf16 = false;  // config "precision": "bf16"
   std::unique_ptr<MetricsLog> log;
   bool quiet = false;
   bool resume = false;
@@ -218,7 +221,11 @@ void train_stage(Run& run, const std::string& stage, nn::Module& model, const js
         continue;
       }
       const data::Batch on_device = batch.to(run.device);
-      const Tensor loss = loss_of(on_device);
+      Tensor loss;
+      {
+        AutocastGuard autocast(DType::BF16, run.bf16);  // the forward; backward follows its dtypes
+        loss = loss_of(on_device);
+      }
       const double loss_value = loss.item();
       check_finite(loss_value, optimizer.step_count(), last_ckpt);
       const StepInfo info = optimizer.accumulate(loss);
@@ -252,11 +259,12 @@ ClassificationMetrics evaluate(Run& run,
   auto loader = make_loader(run, /*train=*/false, 0, /*augment=*/false);
   ClassificationMetrics metrics(run.num_classes);
   NoGradGuard no_grad;
+  AutocastGuard autocast(DType::BF16, run.bf16);
   loader->start_epoch(0);
   data::Batch batch;
   while (loader->next(batch)) {
     const data::Batch b = batch.to(run.device);
-    metrics.update(to_device(logits_of(b), Device::cpu()), batch.labels);
+    metrics.update(to_device(to_dtype(logits_of(b), DType::F32), Device::cpu()), batch.labels);
   }
   return metrics;
 }
@@ -338,10 +346,12 @@ void stage_probe(Run& run) {
   std::vector<Tensor> feats, labels;
   {
     NoGradGuard no_grad;
+    AutocastGuard autocast(DType::BF16, run.bf16);
     loader->start_epoch(0);
     data::Batch batch;
     while (loader->next(batch)) {
-      feats.push_back(run.teacher->encode(batch.to(run.device).images).pooled);
+      feats.push_back(
+          to_dtype(run.teacher->encode(batch.to(run.device).images).pooled, DType::F32));
       labels.push_back(batch.labels);
     }
   }
@@ -544,6 +554,8 @@ json resolve_experiment_config(const json& config, const std::string& where) {
   const bool pretrained = !c["teacher"]["checkpoint"].get<std::string>().empty();
   DISTILL_CHECK(pretrained || !c["teacher"]["arch"].empty(), where,
                 ": teacher needs a checkpoint or an arch (a vit/resnet config) for stage 0");
+  DISTILL_CHECK(c["precision"] == "f32" || c["precision"] == "bf16", where,
+                ": precision must be \"f32\" or \"bf16\", got ", c["precision"].dump());
   const double alpha = c["student"]["alpha"].get<double>();
   DISTILL_CHECK(alpha >= 0 && alpha <= 1, where, ": student.alpha must be in [0, 1]");
   DISTILL_CHECK(c["student"]["tau"].get<double>() > 0, where, ": student.tau must be > 0");
@@ -582,6 +594,7 @@ json run_experiment(const json& user_config, const std::string& where, const Run
   } else {
     DISTILL_CHECK(device == "cpu", where, ": device must be cpu or cuda, got '", device, "'");
   }
+  run.bf16 = run.config["precision"].get<std::string>() == "bf16";
   manual_seed(static_cast<uint64_t>(run.config["seed"].get<int64_t>()));
 
   // Data.

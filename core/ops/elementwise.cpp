@@ -4,6 +4,8 @@
 #include "kernels/elementwise.h"
 
 #include <cmath>
+#include <optional>
+#include <utility>
 
 #include "core/error.h"
 #include "core/ops.h"
@@ -27,6 +29,23 @@ void check_floating(const char* op, const Tensor& x) {
 void check_same_dtype(const char* op, const Tensor& a, const Tensor& b) {
   DISTILL_CHECK(a.dtype() == b.dtype(), op, ": dtype mismatch between ", a.describe(), " and ",
                 b.describe(), " (cast one with to_dtype)");
+}
+
+// PyTorch's type promotion between floating dtypes: the wider wins (f64 > f32 > bf16/f16), and
+// bf16 with f16 meet at f32. It is what makes autocast compose: a bf16 matmul output added to an
+// f32 residual or parameter gives f32, as in torch.autocast. Integer/floating mixes stay errors.
+DType promoted_floating(DType a, DType b) {
+  if (a == DType::F64 || b == DType::F64) return DType::F64;
+  if (a == DType::F32 || b == DType::F32) return DType::F32;
+  return DType::F32;  // {bf16, f16}
+}
+// The inputs cast to their promoted dtype, or nullopt when no cast is needed or possible.
+std::optional<std::pair<Tensor, Tensor>> promote(const Tensor& a, const Tensor& b) {
+  if (!a.defined() || !b.defined() || a.dtype() == b.dtype() || !is_floating(a.dtype()) ||
+      !is_floating(b.dtype()))
+    return std::nullopt;
+  const DType t = promoted_floating(a.dtype(), b.dtype());
+  return std::make_pair(to_dtype(a, t), to_dtype(b, t));
 }
 
 // Kernel descriptor of `t` viewed at the broadcast `shape` (stride 0 on broadcast dims); no
@@ -152,6 +171,7 @@ Tensor input_grad(bool wanted, const Shape& shape, F compute) {
 }
 
 Tensor compare_op(CompareOp op, const char* name, const Tensor& a, const Tensor& b) {
+  if (auto p = promote(a, b)) return compare_op(op, name, p->first, p->second);
   const Broadcast bc = prepare_binary(name, a, b);
   Tensor out = Tensor::empty(bc.shape, TensorOptions(DType::U8, a.device()));
   if (out.numel() > 0) DISTILL_DISPATCH(a.device(), compare, op, bc.a, bc.b, out.view_desc());
@@ -171,6 +191,7 @@ Tensor selection_weight(const Tensor& a, const Tensor& b, bool is_max) {
 }
 
 Tensor extremum(const char* name, bool is_max, const Tensor& a, const Tensor& b) {
+  if (auto p = promote(a, b)) return extremum(name, is_max, p->first, p->second);
   Tensor out = binary_forward(is_max ? BinaryOp::Maximum : BinaryOp::Minimum, name, a, b);
   const bool ga = a.requires_grad(), gb = b.requires_grad();
   record_fn(out, name, {a, b},
@@ -188,6 +209,7 @@ Tensor extremum(const char* name, bool is_max, const Tensor& a, const Tensor& b)
 // ---- binary arithmetic
 
 Tensor add(const Tensor& a, const Tensor& b) {
+  if (auto p = promote(a, b)) return add(p->first, p->second);
   Tensor out = binary_forward(BinaryOp::Add, "add", a, b);
   const bool ga = a.requires_grad(), gb = b.requires_grad();
   record_fn(out, "add", {a, b}, [sa = a.shape(), sb = b.shape(), ga, gb](const Tensor& g) {
@@ -198,6 +220,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
+  if (auto p = promote(a, b)) return sub(p->first, p->second);
   Tensor out = binary_forward(BinaryOp::Sub, "sub", a, b);
   const bool ga = a.requires_grad(), gb = b.requires_grad();
   record_fn(out, "sub", {a, b}, [sa = a.shape(), sb = b.shape(), ga, gb](const Tensor& g) {
@@ -208,6 +231,7 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
+  if (auto p = promote(a, b)) return mul(p->first, p->second);
   Tensor out = binary_forward(BinaryOp::Mul, "mul", a, b);
   const bool ga = a.requires_grad(), gb = b.requires_grad();
   if (!ga && !gb) return out;
@@ -222,6 +246,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
+  if (auto p = promote(a, b)) return div(p->first, p->second);
   Tensor out = binary_forward(BinaryOp::Div, "div", a, b);
   const bool ga = a.requires_grad(), gb = b.requires_grad();
   if (!ga && !gb) return out;
@@ -237,6 +262,7 @@ Tensor div(const Tensor& a, const Tensor& b) {
 }
 
 Tensor pow(const Tensor& a, const Tensor& b) {
+  if (auto p = promote(a, b)) return pow(p->first, p->second);
   Tensor out = binary_forward(BinaryOp::Pow, "pow", a, b);
   const bool ga = a.requires_grad(), gb = b.requires_grad();
   if (!ga && !gb) return out;
@@ -342,6 +368,7 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   check_defined("where", b, "b");
   check_same_device("where", {&cond, &a, &b});
   DISTILL_CHECK(cond.dtype() == DType::U8, "where: condition must be u8, got ", cond.describe());
+  if (auto p = promote(a, b)) return where(cond, p->first, p->second);
   check_same_dtype("where", a, b);
   const Shape shape =
       broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");

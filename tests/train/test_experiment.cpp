@@ -94,6 +94,7 @@ TEST(Experiment, ResNetTeacherRunsTheHeadOnItsFeatureMap) {
   json c = tiny_config("rn", json::parse(R"({"type": "resnet", "blocks": [1, 1, 1, 1],
       "width": 8, "image_size": 32, "heads": 2, "output_dim": 16})"));
   c["stages"] = {"teacher", "head", "student_text"};
+  c["precision"] = "bf16";  // and mixed precision end to end
   const json summary = train::run_experiment(c, "test config", opts);
   EXPECT_TRUE(summary["stages"].contains("student_text"));
   EXPECT_FALSE(summary["stages"].contains("student_notext"));
@@ -126,6 +127,9 @@ TEST(Experiment, BadConfigsAreNamed) {
   c = base;
   c["student"]["alpha"] = 2;
   expect_error(c, "alpha");
+  c = base;
+  c["precision"] = "fp16";
+  expect_error(c, "precision must be \"f32\" or \"bf16\"");
 }
 
 // Runs `distill run` as a child and kills it with SIGKILL once a mid-stage checkpoint exists.
