@@ -1,13 +1,64 @@
 // `distill run --config FILE.json`: a whole experiment (train/experiment.h).
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "data/dataset_spec.h"
+#include "data/tokenizer.h"
+#include "models/convert.h"
 #include "tools/cli.h"
 #include "train/experiment.h"
 
 namespace distill::cli {
+
+namespace {
+
+// `distill run --check`: resolves the config and opens every file it names, so that a run that
+// would fail hours in (a missing checkpoint, a tokenizer path typo) fails now. Lists every
+// problem, not only the first.
+int check_config(const nlohmann::json& config, const std::string& path) {
+  const nlohmann::json c = train::resolve_experiment_config(config, path);
+  std::vector<std::string> problems;
+  const auto check = [&](const std::string& what, const std::function<std::string()>& open) {
+    try {
+      std::printf("  %-18s ok: %s\n", what.c_str(), open().c_str());
+    } catch (const std::exception& e) {
+      std::printf("  %-18s FAILED: %s\n", what.c_str(), e.what());
+      problems.push_back(what);
+    }
+  };
+  std::printf("%s: config resolves (stages:", path.c_str());
+  for (const auto& s : c["stages"]) std::printf(" %s", s.get<std::string>().c_str());
+  std::printf(")\n");
+  for (const char* split : {"train", "test"})
+    check(std::string("data.") + split, [&] {
+      const auto d = data::open_dataset(c["data"][split].get<std::string>(), split);
+      return d.description + ", " + std::to_string(d.dataset->size()) + " items, " +
+             std::to_string(d.dataset->num_classes()) + " classes";
+    });
+  for (const char* tower : {"teacher", "text"}) {
+    const std::string ckpt = c[tower]["checkpoint"].get<std::string>();
+    if (ckpt.empty()) continue;
+    check(std::string(tower) + ".checkpoint", [&] {
+      if (std::string(tower) == "teacher")
+        return models::open_image_encoder(ckpt)->config_json().value("type", std::string("?"));
+      return models::open_text_encoder(ckpt)->arch();
+    });
+  }
+  if (const std::string tok = c["text"]["tokenizer"].get<std::string>(); !tok.empty())
+    check("text.tokenizer",
+          [&] { return "vocabulary of " + std::to_string(load_tokenizer(tok)->vocab_size()); });
+  if (!problems.empty()) {
+    std::printf("%zu problem(s): fix them before running\n", problems.size());
+    return 1;
+  }
+  std::printf("everything the config names opens\n");
+  return 0;
+}
+
+}  // namespace
 
 int cmd_run(int argc, char** argv) {
   Args args("run", {{"config", true, "experiment config (JSON; see configs/)", ""},
@@ -15,6 +66,10 @@ int cmd_run(int argc, char** argv) {
                     {"runs-dir", true, "where run folders go", "runs"},
                     {"resume", false, "continue the run folder from its last checkpoints", ""},
                     {"quiet", false, "no progress output", ""},
+                    {"check", false,
+                     "only check the config and that its files (checkpoints, tokenizer, data) "
+                     "open; run nothing",
+                     ""},
                     {"help", false, "show this help", ""}});
   args.parse(argc, argv, 2);
   if (args.flag("help")) {
@@ -37,6 +92,7 @@ int cmd_run(int argc, char** argv) {
   } catch (const std::exception& e) {
     throw Error("distill run: " + *path + " is not valid JSON: " + e.what());
   }
+  if (args.flag("check")) return check_config(config, *path);
   train::RunOptions opts;
   opts.runs_dir = args.value_or("runs-dir", "runs");
   opts.name = args.value_or("name", "");
