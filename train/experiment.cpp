@@ -6,19 +6,23 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <set>
 #include <sstream>
+#include <unordered_map>
 
 #include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/npy.h"
 #include "core/safetensors.h"
+#include "data/captions.h"
 #include "data/dataset_spec.h"
 #include "data/loader.h"
 #include "data/prompts.h"
 #include "data/sampling.h"
 #include "data/tokenizer.h"
+#include "data/webdataset.h"
 #include "models/bert.h"
 #include "models/convert.h"
 #include "models/head.h"
@@ -37,8 +41,9 @@ using nlohmann::json;
 
 namespace {
 
-const std::vector<std::string> kAllStages = {
-    "teacher", "probe", "head", "student_text", "student_notext", "student_labels", "zeroshot"};
+const std::vector<std::string> kAllStages = {"teacher",      "probe",          "head",
+                                             "student_text", "student_notext", "student_labels",
+                                             "zeroshot",     "head_captions",  "retrieval"};
 
 // ---- config
 
@@ -79,7 +84,10 @@ json default_config() {
         {"test", ""},
         {"class_names", ""},  // "" = the dataset's own; else a data/classnames name
         {"templates", "cifar"},
-        {"train_per_class", 0},  // 0: every training image
+        {"train_per_class", 0},     // 0: every training image
+        {"labelled_per_class", 0},  // few-shot: labels for k images per class (0: all)
+        {"captions", ""},           // image<TAB>caption pairs (image files): retrieval
+        {"train_captions", ""},     // key<TAB>caption for training images: head_captions
         {"test_per_class", 0},
         {"workers", 2},
         {"batch_size", 64},
@@ -99,7 +107,16 @@ json default_config() {
         {"optimizer", adamw},
         {"schedule", cosine}}},
       {"student",
-       {{"epochs", 1}, {"alpha", 1.0}, {"tau", 1.0}, {"optimizer", adamw}, {"schedule", cosine}}},
+       {{"epochs", 1},
+        {"alpha", 1.0},
+        {"tau", 1.0},
+        {"targets", "online"},  // "cached": teacher logits once per un-augmented image
+        {"optimizer", adamw},
+        {"schedule", cosine}}},
+      {"ablations",
+       {{"few_shot", json::array()},     // k values: one sub-run of the labelled stages per k
+        {"generations", 0}}},            // >= 2: Born-Again students after student_text
+      {"retrieval", {{"ridge", 1e-3}}},  // relative ridge of the student -> teacher linear map
   };
 }
 
@@ -117,6 +134,12 @@ struct Run {
 
   std::shared_ptr<data::Dataset> train_set, test_set;
   std::vector<int64_t> train_subset, test_subset;
+  // Few-shot: the training images whose labels the labelled stages (teacher, probe, head,
+  // student_labels) see; the distilled students still train on the whole train_subset.
+  int64_t labelled_per_class = 0;  // 0: every image is labelled
+  std::vector<int64_t> labelled_subset;
+  std::vector<int64_t> captioned_subset;  // head_captions: labelled images with a caption
+  std::string suffix;                     // appended to stage names in an ablation sub-run ("@k4")
   std::vector<std::string> class_names;
   int64_t num_classes = 0;
   int image_size = 0;
@@ -127,7 +150,9 @@ struct Run {
   std::shared_ptr<nn::Linear> probe;
   std::shared_ptr<models::ImageTextHead> head;
   std::shared_ptr<models::TextEncoder> text;
-  Tensor class_queries;  // [C, d_T]
+  std::unique_ptr<Tokenizer> tokenizer;
+  Tensor class_queries;                                                        // [C, d_T]
+  std::map<std::string, std::shared_ptr<models::EncoderClassifier>> students;  // by stage name
 
   void write_summary() const {
     write_file_atomically((dir / "summary.json").string(), summary.dump(2) + "\n");
@@ -140,9 +165,18 @@ uint64_t stage_seed(const Run& run, const std::string& stage) {
   return h;
 }
 
-std::shared_ptr<data::DataLoader> make_loader(const Run& run, bool train, uint64_t seed,
+std::string named(const Run& run, const std::string& stage) {
+  return stage + run.suffix;
+}
+
+// Which images a loader reads: the labelled training images (few-shot), every training image
+// of the run (unlabelled use), the test split, or the labelled images with a caption.
+enum class Split { labelled, train, test, captioned };
+
+std::shared_ptr<data::DataLoader> make_loader(const Run& run, Split split, uint64_t seed,
                                               bool augment) {
   const json& d = run.config["data"];
+  const bool train = split != Split::test;
   data::LoaderOptions o;
   o.batch_size = (train ? d["batch_size"] : d["eval_batch_size"]).get<int64_t>();
   o.workers = d["workers"].get<int>();
@@ -160,8 +194,13 @@ std::shared_ptr<data::DataLoader> make_loader(const Run& run, bool train, uint64
   } else {
     transform = std::make_shared<data::ClipPreprocess>(run.image_size);
   }
+  const std::vector<int64_t>& subset = split == Split::test        ? run.test_subset
+                                       : split == Split::captioned ? run.captioned_subset
+                                       : split == Split::labelled && run.labelled_per_class > 0
+                                           ? run.labelled_subset
+                                           : run.train_subset;
   return std::make_shared<data::DataLoader>(train ? run.train_set : run.test_set, transform, o,
-                                            train ? run.train_subset : run.test_subset);
+                                            subset);
 }
 
 // A schedule whose total_steps is 0 in the config ("the whole stage") gets the stage's step count.
@@ -175,6 +214,12 @@ LrSchedule stage_schedule(const json& j, int64_t total_steps, const std::string&
 
 // ---- training and evaluation loops
 
+json seen_json(const std::vector<int64_t>& class_counts) {
+  int64_t total = 0;
+  for (int64_t c : class_counts) total += c;
+  return {{"train_images", total}, {"class_counts", class_counts}};
+}
+
 struct StageResult {
   json metrics;  // eval metrics (top1, top5, per-class, confusion)
   double seconds = 0;
@@ -182,9 +227,11 @@ struct StageResult {
 
 // One optimisation stage over the training loader. `loss_of` returns the batch loss (a scalar
 // with a graph into `model`'s parameters). Periodic checkpoints go to <run>/checkpoints/<stage>.
-void train_stage(Run& run, const std::string& stage, nn::Module& model, const json& stage_cfg,
-                 int64_t epochs, const std::function<Tensor(const data::Batch&)>& loss_of) {
-  auto loader = make_loader(run, /*train=*/true, stage_seed(run, stage + "/data"), true);
+// Returns what the last epoch read: {"train_images", "class_counts"} (evidence of the split).
+json train_stage(Run& run, const std::string& stage, nn::Module& model, const json& stage_cfg,
+                 int64_t epochs, Split split,
+                 const std::function<Tensor(const data::Batch&)>& loss_of) {
+  auto loader = make_loader(run, split, stage_seed(run, stage + "/data"), true);
   const int64_t per_epoch = loader->batches_per_epoch();
   OptimizerConfig oc = optimizer_config_from_json(stage_cfg["optimizer"], stage + ".optimizer");
   const int64_t total = epochs * ((per_epoch + oc.accumulation_steps - 1) / oc.accumulation_steps);
@@ -211,11 +258,15 @@ void train_stage(Run& run, const std::string& stage, nn::Module& model, const js
   ProgressReporter progress(po, run.quiet ? static_cast<std::ostream&>(discard) : std::cerr,
                             !run.quiet && ProgressReporter::stderr_is_tty());
   model.train();
+  std::vector<int64_t> class_counts(static_cast<size_t>(run.num_classes), 0);
   for (int64_t epoch = start_epoch; epoch < epochs; ++epoch) {
     loader->start_epoch(epoch);
+    std::fill(class_counts.begin(), class_counts.end(), 0);
     data::Batch batch;
     int64_t index = 0;
     while (loader->next(batch)) {
+      const int64_t* labels = batch.labels.data<int64_t>();
+      for (int64_t i = 0; i < batch.size(); ++i) ++class_counts[static_cast<size_t>(labels[i])];
       if (epoch == start_epoch && index < skip_batches) {
         ++index;
         continue;
@@ -252,11 +303,12 @@ void train_stage(Run& run, const std::string& stage, nn::Module& model, const js
   }
   progress.finish();
   model.eval();
+  return seen_json(class_counts);
 }
 
 ClassificationMetrics evaluate(Run& run,
                                const std::function<Tensor(const data::Batch&)>& logits_of) {
-  auto loader = make_loader(run, /*train=*/false, 0, /*augment=*/false);
+  auto loader = make_loader(run, Split::test, 0, /*augment=*/false);
   ClassificationMetrics metrics(run.num_classes);
   NoGradGuard no_grad;
   AutocastGuard autocast(DType::BF16, run.bf16);
@@ -285,11 +337,12 @@ bool load_finished(Run& run, const std::string& stage, nn::Module& model) {
 }
 
 void finish_stage(Run& run, const std::string& stage, nn::Module& model,
-                  const ClassificationMetrics& metrics, double seconds) {
+                  const ClassificationMetrics& metrics, double seconds, const json& extra = {}) {
   json result = {{"top1", metrics.top1()},
                  {"top5", metrics.top5()},
                  {"seconds", seconds},
                  {"metrics", metrics.to_json(true)}};
+  if (extra.is_object()) result.update(extra);
   run.log->write({{"stage", stage},
                   {"eval", "test"},
                   {"top1", metrics.top1()},
@@ -314,19 +367,23 @@ Tensor teacher_tokens(Run& run, const data::Batch& b) {
 
 // ---- stages
 
+using LogitsFn = std::function<Tensor(const data::Batch&)>;
+
 void stage_teacher(Run& run) {
+  const std::string stage = named(run, "teacher");
   Generator gen(stage_seed(run, "teacher/init"));
   auto encoder = models::make_image_encoder(run.config["teacher"]["arch"], "teacher.arch", &gen);
   models::EncoderClassifier model(encoder, run.num_classes, &gen);
   model.to(run.device);
-  if (!load_finished(run, "teacher", model)) {
+  if (!load_finished(run, stage, model)) {
     const auto t0 = std::chrono::steady_clock::now();
-    train_stage(
-        run, "teacher", model, run.config["stage0"], run.config["stage0"]["epochs"].get<int64_t>(),
+    const json seen = train_stage(
+        run, stage, model, run.config["stage0"], run.config["stage0"]["epochs"].get<int64_t>(),
+        Split::labelled,
         [&](const data::Batch& b) { return cross_entropy(model.forward(b.images), b.labels); });
-    finish_stage(run, "teacher", model,
+    finish_stage(run, stage, model,
                  evaluate(run, [&](const data::Batch& b) { return model.forward(b.images); }),
-                 seconds_since(t0));
+                 seconds_since(t0), seen);
   }
   run.teacher = encoder;
   run.teacher->requires_grad_(false);
@@ -336,14 +393,16 @@ void stage_teacher(Run& run) {
 }
 
 void stage_probe(Run& run) {
+  const std::string stage = named(run, "probe");
   Generator gen(stage_seed(run, "probe/init"));
   run.probe = std::make_shared<nn::Linear>(run.teacher->embed_dim(), run.num_classes, true, &gen);
   run.probe->to(run.device);
-  if (load_finished(run, "probe", *run.probe)) return;
+  if (load_finished(run, stage, *run.probe)) return;
   const auto t0 = std::chrono::steady_clock::now();
   // Features of the un-augmented training images, computed once (a linear probe's usual setup).
-  auto loader = make_loader(run, /*train=*/true, 0, /*augment=*/false);
+  auto loader = make_loader(run, Split::labelled, 0, /*augment=*/false);
   std::vector<Tensor> feats, labels;
+  std::vector<int64_t> class_counts(static_cast<size_t>(run.num_classes), 0);
   {
     NoGradGuard no_grad;
     AutocastGuard autocast(DType::BF16, run.bf16);
@@ -353,6 +412,8 @@ void stage_probe(Run& run) {
       feats.push_back(
           to_dtype(run.teacher->encode(batch.to(run.device).images).pooled, DType::F32));
       labels.push_back(batch.labels);
+      for (int64_t i = 0; i < batch.size(); ++i)
+        ++class_counts[static_cast<size_t>(batch.labels.data<int64_t>()[i])];
     }
   }
   const Tensor x = concat(feats, 0), y = concat(labels, 0);
@@ -374,15 +435,15 @@ void stage_probe(Run& run) {
                         index_select(y, 0, index));
       const StepInfo info = optimizer.accumulate(loss);
       if (info.stepped && info.step % 50 == 0)
-        run.log->write({{"stage", "probe"}, {"step", info.step}, {"loss", loss.item()}});
+        run.log->write({{"stage", stage}, {"step", info.step}, {"loss", loss.item()}});
     }
   }
-  finish_stage(run, "probe", *run.probe,
+  finish_stage(run, stage, *run.probe,
                evaluate(run,
                         [&](const data::Batch& b) {
                           return run.probe->forward(run.teacher->encode(b.images).pooled);
                         }),
-               seconds_since(t0));
+               seconds_since(t0), seen_json(class_counts));
 }
 
 void load_text_queries(Run& run) {
@@ -390,30 +451,30 @@ void load_text_queries(Run& run) {
   const json& t = run.config["text"];
   const std::string tok_path = t["tokenizer"].get<std::string>();
   DISTILL_CHECK(!tok_path.empty(), "config: text.tokenizer is required for the head");
-  std::unique_ptr<Tokenizer> tokenizer;
   if (!t["random"].is_null()) {
     // A randomly initialised text encoder (tests and smoke runs without pretrained weights).
-    tokenizer = load_tokenizer(tok_path);
+    run.tokenizer = load_tokenizer(tok_path);
     json cfg = t["random"];
     const std::string arch = cfg.value("flavour", std::string("bert"));
-    cfg["vocab_size"] = tokenizer->vocab_size();
+    cfg["vocab_size"] = run.tokenizer->vocab_size();
     Generator gen(stage_seed(run, "text/init"));
     run.text = models::make_text_encoder(arch, cfg, "text.random", &gen);
   } else {
     const std::string path = t["checkpoint"].get<std::string>();
     DISTILL_CHECK(!path.empty(), "config: text.checkpoint (or text.random) is required");
     run.text = models::open_text_encoder(path);
-    tokenizer = load_tokenizer(tok_path, run.text->max_length());
+    run.tokenizer = load_tokenizer(tok_path, run.text->max_length());
   }
   run.text->eval();
   run.text->to(run.device);
   const std::vector<std::string> templates =
       data::load_templates(run.config["data"]["templates"].get<std::string>());
-  run.class_queries = class_text_embeddings(*run.text, *tokenizer, run.class_names, templates);
+  run.class_queries = class_text_embeddings(*run.text, *run.tokenizer, run.class_names, templates);
   save_npy((run.dir / "class_queries.npy").string(), run.class_queries);
 }
 
 void stage_head(Run& run) {
+  const std::string stage = named(run, "head");
   load_text_queries(run);
   models::HeadConfig hc =
       models::head_config_from_json(run.config["head"]["config"], "head.config");
@@ -423,47 +484,152 @@ void stage_head(Run& run) {
   Generator gen(stage_seed(run, "head/init"));
   run.head = std::make_shared<models::ImageTextHead>(hc, &gen);
   run.head->to(run.device);
-  if (load_finished(run, "head", *run.head)) return;
+  if (load_finished(run, stage, *run.head)) return;
   const auto t0 = std::chrono::steady_clock::now();
-  train_stage(run, "head", *run.head, run.config["head"],
-              run.config["head"]["epochs"].get<int64_t>(), [&](const data::Batch& b) {
-                return cross_entropy(run.head->forward(teacher_tokens(run, b), run.class_queries),
-                                     b.labels);
-              });
-  finish_stage(run, "head", *run.head,
+  const json seen = train_stage(
+      run, stage, *run.head, run.config["head"], run.config["head"]["epochs"].get<int64_t>(),
+      Split::labelled, [&](const data::Batch& b) {
+        return cross_entropy(run.head->forward(teacher_tokens(run, b), run.class_queries),
+                             b.labels);
+      });
+  finish_stage(run, stage, *run.head,
                evaluate(run,
                         [&](const data::Batch& b) {
                           return run.head->forward(run.teacher->encode(b.images).tokens,
                                                    run.class_queries);
                         }),
-               seconds_since(t0));
+               seconds_since(t0), seen);
+}
+
+// Cached teacher targets (student.targets = "cached"): the teacher's logits for every training
+// image of the run, on the un-augmented image, computed once. Kept in <run>/<stage>.targets.npy
+// with the sample ids in <stage>.target_ids.npy, so a resumed run reads them back.
+struct CachedTargets {
+  Tensor logits;                             // [N, C] on the run's device
+  std::unordered_map<int64_t, int64_t> row;  // sample id -> row of `logits`
+  std::string source;                        // "computed" or "loaded"
+};
+
+CachedTargets cache_targets(Run& run, const std::string& stage, const LogitsFn& teacher_logits) {
+  const fs::path logits_file = run.dir / (stage + ".targets.npy");
+  const fs::path ids_file = run.dir / (stage + ".target_ids.npy");
+  CachedTargets c;
+  Tensor ids;
+  if (fs::exists(logits_file) && fs::exists(ids_file)) {
+    c.logits = load_npy(logits_file.string());
+    ids = load_npy(ids_file.string());
+    c.source = "loaded";
+  } else {
+    auto loader = make_loader(run, Split::train, 0, /*augment=*/false);
+    std::vector<Tensor> rows;
+    std::vector<int64_t> id_list;
+    {
+      NoGradGuard no_grad;
+      AutocastGuard autocast(DType::BF16, run.bf16);
+      loader->start_epoch(0);
+      data::Batch batch;
+      while (loader->next(batch)) {
+        rows.push_back(
+            to_device(to_dtype(teacher_logits(batch.to(run.device)), DType::F32), Device::cpu()));
+        id_list.insert(id_list.end(), batch.ids.begin(), batch.ids.end());
+      }
+    }
+    c.logits = concat(rows, 0).contiguous();
+    ids = Tensor::from_vector(id_list, {static_cast<int64_t>(id_list.size())});
+    // The ids go first: a logits file (renamed into place last) marks a complete cache.
+    save_npy(ids_file.string(), ids);
+    const std::string tmp = logits_file.string() + ".tmp";
+    save_npy(tmp, c.logits);
+    fs::rename(tmp, logits_file);
+    c.source = "computed";
+  }
+  DISTILL_CHECK(ids.dim() == 1 && c.logits.dim() == 2 && ids.size(0) == c.logits.size(0) &&
+                    c.logits.size(1) == run.num_classes,
+                logits_file.string(), ": cached targets do not match this run (", ids.size(0),
+                " ids, logits ", c.logits.size(0), "x", c.logits.size(1), ")");
+  const Tensor ids64 = to_dtype(ids, DType::I64).contiguous();
+  for (int64_t i = 0; i < ids64.size(0); ++i) c.row[ids64.data<int64_t>()[i]] = i;
+  c.logits = to_device(c.logits, run.device);
+  run.log->write({{"stage", stage}, {"targets", c.source}, {"images", c.logits.size(0)}});
+  return c;
 }
 
 // Stage 2: a fresh encoder of the teacher's architecture plus a classifier; `teacher_logits`
-// null means labels only.
-void stage_student(Run& run, const std::string& stage,
-                   const std::function<Tensor(const data::Batch&)>& teacher_logits) {
+// null means labels only. Distilled students read every training image of the run (unlabelled
+// when alpha = 1); the labels-only student reads the labelled images.
+std::shared_ptr<models::EncoderClassifier> stage_student(Run& run, const std::string& stage,
+                                                         const LogitsFn& teacher_logits) {
   Generator gen(stage_seed(run, "student/init"));  // the same initial student for every variant
   auto encoder = models::make_image_encoder(run.teacher_config, "student", &gen);
-  models::EncoderClassifier student(encoder, run.num_classes, &gen);
-  student.to(run.device);
-  if (load_finished(run, stage, student)) return;
+  auto student = std::make_shared<models::EncoderClassifier>(encoder, run.num_classes, &gen);
+  student->to(run.device);
+  run.students[stage] = student;
+  if (load_finished(run, stage, *student)) return student;
   const json& cfg = run.config["student"];
   DistillationOptions opts;
   opts.alpha = teacher_logits ? cfg["alpha"].get<double>() : 0.0;
   opts.temperature = cfg["tau"].get<double>();
   const auto t0 = std::chrono::steady_clock::now();
-  train_stage(run, stage, student, cfg, cfg["epochs"].get<int64_t>(), [&](const data::Batch& b) {
-    Tensor target;
-    if (teacher_logits) {
-      NoGradGuard no_grad;
-      target = teacher_logits(b).detach();
-    }
-    return distillation_loss(student.forward(b.images), target, b.labels, opts).total;
-  });
-  finish_stage(run, stage, student,
-               evaluate(run, [&](const data::Batch& b) { return student.forward(b.images); }),
-               seconds_since(t0));
+  json extra = {{"targets", "online"}};
+  CachedTargets cached;
+  if (teacher_logits && cfg["targets"] == "cached") {
+    cached = cache_targets(run, stage, teacher_logits);
+    extra = {{"targets", "cached"}, {"targets_source", cached.source}};
+  }
+  const json seen = train_stage(
+      run, stage, *student, cfg, cfg["epochs"].get<int64_t>(),
+      teacher_logits ? Split::train : Split::labelled, [&](const data::Batch& b) {
+        Tensor target;
+        if (cached.logits.defined()) {
+          std::vector<int64_t> rows;
+          for (int64_t id : b.ids) {
+            const auto it = cached.row.find(id);
+            DISTILL_CHECK(it != cached.row.end(), stage, ": no cached teacher target for sample ",
+                          id);
+            rows.push_back(it->second);
+          }
+          const Tensor index = Tensor::from_vector(rows, {static_cast<int64_t>(rows.size())});
+          target = index_select(cached.logits, 0, to_device(index, run.device));
+        } else if (teacher_logits) {
+          NoGradGuard no_grad;
+          target = teacher_logits(b).detach();
+        }
+        // Pure distillation reads no label at all (the few-shot students' images are unlabelled).
+        const Tensor labels = opts.alpha == 1.0 ? Tensor() : b.labels;
+        return distillation_loss(student->forward(b.images), target, labels, opts).total;
+      });
+  extra.update(seen);
+  finish_stage(run, stage, *student,
+               evaluate(run, [&](const data::Batch& b) { return student->forward(b.images); }),
+               seconds_since(t0), extra);
+  return student;
+}
+
+// Born-Again generations: student g+1 is distilled from student g (generation 1 = student_text),
+// same architecture, initialisation, loss and schedule.
+void stage_generations(Run& run) {
+  const int64_t generations = run.config["ablations"]["generations"].get<int64_t>();
+  auto previous = run.students.at("student_text");
+  for (int64_t g = 2; g <= generations; ++g) {
+    auto teacher = previous;
+    previous =
+        stage_student(run, "student_text@g" + std::to_string(g),
+                      [teacher](const data::Batch& b) { return teacher->forward(b.images); });
+  }
+}
+
+// The labelled images of a k-shot run: k per class from the run's training images, by a
+// seeded per-class order that does not depend on k (the 4-shot set holds the 2-shot set).
+std::vector<int64_t> labelled_images(const Run& run, int64_t k) {
+  const uint64_t seed = static_cast<uint64_t>(run.config["seed"].get<int64_t>()) + 2;
+  if (run.train_subset.empty()) return data::few_shot_indices(*run.train_set, k, seed);
+  std::vector<int64_t> labels;
+  for (int64_t i : run.train_subset) labels.push_back(run.train_set->label(i));
+  std::vector<int64_t> picked;
+  for (int64_t p : data::few_shot_indices(labels, run.num_classes, k, seed))
+    picked.push_back(run.train_subset[static_cast<size_t>(p)]);
+  std::sort(picked.begin(), picked.end());
+  return picked;
 }
 
 void stage_zeroshot(Run& run) {
@@ -486,6 +652,360 @@ void stage_zeroshot(Run& run) {
   run.write_summary();
 }
 
+// The teacher-side and student stages the config asks for, under the run's current few-shot
+// setting and stage-name suffix.
+void run_labelled_pipeline(Run& run, const std::set<std::string>& stages) {
+  auto wants = [&](const char* s) { return stages.count(s) > 0; };
+  if (!run.teacher) stage_teacher(run);
+  if (wants("probe") || wants("student_notext")) stage_probe(run);
+  if (wants("head") || wants("student_text")) stage_head(run);
+  if (wants("student_text"))
+    stage_student(run, named(run, "student_text"), [&](const data::Batch& b) {
+      return run.head->forward(run.teacher->encode(b.images).tokens, run.class_queries);
+    });
+  if (wants("student_notext"))
+    stage_student(run, named(run, "student_notext"), [&](const data::Batch& b) {
+      return run.probe->forward(run.teacher->encode(b.images).pooled);
+    });
+  if (wants("student_labels")) stage_student(run, named(run, "student_labels"), nullptr);
+}
+
+// ablations.few_shot: one full sub-run of the labelled stages per k (stage names "<stage>@k<k>";
+// a stage-0 teacher is retrained on the k-shot labels too), then the main run's state back.
+void few_shot_sweep(Run& run, const std::set<std::string>& stages) {
+  const auto teacher = run.teacher;
+  const json teacher_config = run.teacher_config;
+  const std::string teacher_origin = run.teacher_origin;
+  const auto probe = run.probe;
+  const auto head = run.head;
+  const int64_t labelled_per_class = run.labelled_per_class;
+  const std::vector<int64_t> labelled_subset = run.labelled_subset;
+  for (const auto& kj : run.config["ablations"]["few_shot"]) {
+    const int64_t k = kj.get<int64_t>();
+    run.suffix = "@k" + std::to_string(k);
+    run.labelled_per_class = k;
+    run.labelled_subset = labelled_images(run, k);
+    if (teacher_origin == "stage0") run.teacher.reset();
+    run.probe.reset();
+    run.head.reset();
+    run_labelled_pipeline(run, stages);
+  }
+  run.suffix.clear();
+  run.teacher = teacher;
+  run.teacher_config = teacher_config;
+  run.teacher_origin = teacher_origin;
+  run.probe = probe;
+  run.head = head;
+  run.labelled_per_class = labelled_per_class;
+  run.labelled_subset = labelled_subset;
+}
+
+// ---- image-text retrieval ablation
+
+Tensor normalise_rows(const Tensor& x) {
+  return div(x, add(sqrt(sum(mul(x, x), {1}, /*keepdim=*/true)), 1e-12));
+}
+
+// Pooled text embeddings of `texts`, L2-normalised: [K, d_T] F32 on the CPU.
+Tensor encode_texts(Run& run, const std::vector<std::string>& texts) {
+  NoGradGuard no_grad;
+  std::vector<Tensor> out;
+  for (size_t start = 0; start < texts.size(); start += 64) {
+    const size_t end = std::min(texts.size(), start + 64);
+    const TokenBatch t = run.tokenizer->encode_batch(
+        std::vector<std::string>(texts.begin() + start, texts.begin() + end));
+    const Tensor pooled =
+        run.text->encode(to_device(t.ids, run.device), to_device(t.attention_mask, run.device))
+            .pooled;
+    out.push_back(to_device(to_dtype(pooled, DType::F32), Device::cpu()));
+  }
+  return normalise_rows(concat(out, 0)).contiguous();
+}
+
+// Pooled embeddings of every image a loader reads, one [N, d] F32 CPU tensor per encoder.
+std::vector<Tensor> pooled_embeddings(Run& run, data::DataLoader& loader,
+                                      const std::vector<models::ImageEncoder*>& encoders) {
+  NoGradGuard no_grad;
+  AutocastGuard autocast(DType::BF16, run.bf16);
+  std::vector<std::vector<Tensor>> parts(encoders.size());
+  loader.start_epoch(0);
+  data::Batch batch;
+  while (loader.next(batch)) {
+    const Tensor images = batch.to(run.device).images;
+    for (size_t e = 0; e < encoders.size(); ++e)
+      parts[e].push_back(
+          to_device(to_dtype(encoders[e]->encode(images).pooled, DType::F32), Device::cpu()));
+  }
+  std::vector<Tensor> out;
+  for (const auto& p : parts) out.push_back(concat(p, 0).contiguous());
+  return out;
+}
+
+Tensor with_bias_column(const Tensor& x) {
+  return concat({x, ones({x.size(0), 1}, TensorOptions(x.dtype(), x.device()))}, 1);
+}
+
+// W [(d+1), e] minimising |[x 1] W - y|^2 + lambda |W|^2 (lambda = ridge * mean diagonal of the
+// normal matrix: a small relative ridge, so fewer images than dimensions still solve), by
+// Cholesky in double precision.
+Tensor fit_linear_map(const Tensor& x, const Tensor& y, double ridge) {
+  const Tensor xa = with_bias_column(to_dtype(x, DType::F64));
+  const Tensor xt = transpose(xa, 0, 1);
+  const Tensor a_t = matmul(xt, xa).contiguous();
+  const Tensor b_t = matmul(xt, to_dtype(y, DType::F64)).contiguous();
+  const int64_t d = a_t.size(0), e = b_t.size(1);
+  std::vector<double> a(a_t.data<double>(), a_t.data<double>() + d * d);
+  const double* b = b_t.data<double>();
+  double trace = 0;
+  for (int64_t i = 0; i < d; ++i) trace += a[static_cast<size_t>(i * d + i)];
+  const double lambda = ridge * trace / static_cast<double>(d) + 1e-12;
+  for (int64_t i = 0; i < d; ++i) a[static_cast<size_t>(i * d + i)] += lambda;
+  auto at = [&](std::vector<double>& m, int64_t i, int64_t j) -> double& {
+    return m[static_cast<size_t>(i * d + j)];
+  };
+  std::vector<double> l(static_cast<size_t>(d * d), 0.0);
+  for (int64_t j = 0; j < d; ++j) {
+    double s = at(a, j, j);
+    for (int64_t k = 0; k < j; ++k) s -= at(l, j, k) * at(l, j, k);
+    DISTILL_CHECK(s > 0, "retrieval: the least-squares system is not positive definite");
+    at(l, j, j) = std::sqrt(s);
+    for (int64_t i = j + 1; i < d; ++i) {
+      double t = at(a, i, j);
+      for (int64_t k = 0; k < j; ++k) t -= at(l, i, k) * at(l, j, k);
+      at(l, i, j) = t / at(l, j, j);
+    }
+  }
+  std::vector<double> w(static_cast<size_t>(d * e)), z(static_cast<size_t>(d));
+  for (int64_t c = 0; c < e; ++c) {
+    for (int64_t i = 0; i < d; ++i) {
+      double s = b[i * e + c];
+      for (int64_t k = 0; k < i; ++k) s -= at(l, i, k) * z[static_cast<size_t>(k)];
+      z[static_cast<size_t>(i)] = s / at(l, i, i);
+    }
+    for (int64_t i = d - 1; i >= 0; --i) {
+      double s = z[static_cast<size_t>(i)];
+      for (int64_t k = i + 1; k < d; ++k) s -= at(l, k, i) * w[static_cast<size_t>(k * e + c)];
+      w[static_cast<size_t>(i * e + c)] = s / at(l, i, i);
+    }
+  }
+  return to_dtype(Tensor::from_vector(w, {d, e}), DType::F32);
+}
+
+// Recall@1/5/10 both ways. image_emb [M, d] and text_emb [K, d] L2-normalised; caption j belongs
+// to image owner[j]. An image is found at k when one of its captions ranks in the top k; ties
+// count in the query's favour.
+json retrieval_recall(const Tensor& image_emb, const Tensor& text_emb,
+                      const std::vector<int64_t>& owner) {
+  const Tensor sim_t = matmul(image_emb, transpose(text_emb, 0, 1)).contiguous();
+  const float* sim = sim_t.data<float>();
+  const int64_t m = sim_t.size(0), k_count = sim_t.size(1);
+  std::vector<int64_t> image_rank(static_cast<size_t>(m)), text_rank(static_cast<size_t>(k_count));
+  for (int64_t i = 0; i < m; ++i) {
+    float best = -2;
+    for (int64_t j = 0; j < k_count; ++j)
+      if (owner[static_cast<size_t>(j)] == i) best = std::max(best, sim[i * k_count + j]);
+    int64_t rank = 0;
+    for (int64_t j = 0; j < k_count; ++j) rank += sim[i * k_count + j] > best;
+    image_rank[static_cast<size_t>(i)] = rank;
+  }
+  for (int64_t j = 0; j < k_count; ++j) {
+    const float own = sim[owner[static_cast<size_t>(j)] * k_count + j];
+    int64_t rank = 0;
+    for (int64_t i = 0; i < m; ++i) rank += sim[i * k_count + j] > own;
+    text_rank[static_cast<size_t>(j)] = rank;
+  }
+  auto recall = [](const std::vector<int64_t>& ranks, int64_t k) {
+    int64_t hits = 0;
+    for (int64_t r : ranks) hits += r < k;
+    return ranks.empty() ? 0.0 : static_cast<double>(hits) / static_cast<double>(ranks.size());
+  };
+  json out;
+  for (const auto& [name, k] : {std::pair<const char*, int64_t>{"r1", 1}, {"r5", 5}, {"r10", 10}}) {
+    out["image_to_text"][name] = recall(image_rank, k);
+    out["text_to_image"][name] = recall(text_rank, k);
+  }
+  return out;
+}
+
+// Stage "retrieval": each student's pooled embedding is mapped linearly (least squares on the
+// run's un-augmented training images) onto the teacher's image embedding, then ranked against
+// the caption embeddings of data.captions. The teacher's own embedding is the reference row.
+// The numbers mean something only when the teacher and text towers share one space (CLIP).
+void stage_retrieval(Run& run) {
+  load_text_queries(run);
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string path = run.config["data"]["captions"].get<std::string>();
+  json result = {
+      {"captions", path},
+      {"shared_space", run.text->arch() == "clip-text" && run.teacher_origin != "stage0"}};
+  if (run.teacher->embed_dim() != run.text->embed_dim()) {
+    result["skipped"] = "the teacher's image embedding (" +
+                        std::to_string(run.teacher->embed_dim()) + ") and the text embedding (" +
+                        std::to_string(run.text->embed_dim()) + ") differ in width";
+    run.summary["stages"]["retrieval"] = result;
+    run.write_summary();
+    return;
+  }
+  auto captions = std::make_shared<data::CaptionDataset>(path);
+  std::vector<std::string> texts;
+  std::vector<int64_t> owner;
+  for (int64_t i = 0; i < captions->size(); ++i)
+    for (const auto& c : captions->captions(i)) {
+      texts.push_back(c);
+      owner.push_back(i);
+    }
+  const Tensor text_emb = encode_texts(run, texts);
+
+  std::vector<std::string> names = {"teacher"};
+  std::vector<models::ImageEncoder*> encoders = {run.teacher.get()};
+  for (const auto& [stage, student] : run.students) {
+    if (stage.find('@') != std::string::npos) continue;  // ablation sub-runs and generations
+    names.push_back(stage);
+    encoders.push_back(student->encoder.get());
+  }
+  auto train_loader = make_loader(run, Split::train, 0, /*augment=*/false);
+  const std::vector<Tensor> fit = pooled_embeddings(run, *train_loader, encoders);
+  data::LoaderOptions o;
+  o.batch_size = run.config["data"]["eval_batch_size"].get<int64_t>();
+  o.workers = run.config["data"]["workers"].get<int>();
+  o.shuffle = false;
+  data::DataLoader caption_loader(captions, std::make_shared<data::ClipPreprocess>(run.image_size),
+                                  o);
+  const std::vector<Tensor> images = pooled_embeddings(run, caption_loader, encoders);
+
+  result["images"] = captions->size();
+  result["texts"] = static_cast<int64_t>(texts.size());
+  result["fit_images"] = fit[0].size(0);
+  result["recall"]["teacher"] = retrieval_recall(normalise_rows(images[0]), text_emb, owner);
+  const double ridge = run.config["retrieval"]["ridge"].get<double>();
+  for (size_t s = 1; s < encoders.size(); ++s) {
+    const Tensor w = fit_linear_map(fit[s], fit[0], ridge);
+    const Tensor mapped = matmul(with_bias_column(images[s]), w);
+    result["recall"][names[s]] = retrieval_recall(normalise_rows(mapped), text_emb, owner);
+  }
+  result["seconds"] = seconds_since(t0);
+  run.summary["stages"]["retrieval"] = result;
+  run.log->write({{"stage", "retrieval"}, {"recall", result["recall"]}});
+  run.write_summary();
+}
+
+// ---- caption-query ablation
+
+// The key a caption file names a training image by: a WebDataset sample's key, else the file
+// name without its extension.
+std::string sample_key(const data::Dataset& dataset, int64_t i) {
+  if (const auto* wds = dynamic_cast<const data::WebDataset*>(&dataset)) return wds->key(i);
+  return fs::path(dataset.describe(i)).stem().string();
+}
+
+// data.train_captions (key<TAB>caption, the key a training image's file name with or without
+// its extension) -> the first caption of each key. A key may recur; later captions are ignored.
+std::unordered_map<std::string, std::string> read_train_captions(const std::string& path) {
+  std::ifstream in(path);
+  DISTILL_CHECK(in.good(), path, ": cannot open caption file (data.train_captions)");
+  std::unordered_map<std::string, std::string> out;
+  std::string line;
+  for (int64_t line_no = 1; std::getline(in, line); ++line_no) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    const size_t tab = line.find('\t');
+    DISTILL_CHECK(tab != std::string::npos, path, ":", line_no, ": expected key<TAB>caption");
+    const std::string key = fs::path(line.substr(0, tab)).stem().string();
+    if (line_no == 1 && (key == "image" || key == "file" || key == "filename" || key == "key"))
+      continue;  // header
+    out.emplace(key, line.substr(tab + 1));
+  }
+  return out;
+}
+
+// Stage "head_captions": the head trained in caption mode, its queries the token features of
+// each labelled training image's own caption (images without a caption are left out). Test
+// images have no captions, so it is evaluated with each class's prompt (the first template) as
+// the caption: the score of class c is logit c given class c's prompt.
+void stage_head_captions(Run& run) {
+  const std::string stage = "head_captions";
+  load_text_queries(run);
+  const std::string path = run.config["data"]["train_captions"].get<std::string>();
+  const auto captions = read_train_captions(path);
+  std::vector<int64_t> base = run.labelled_per_class > 0 ? run.labelled_subset : run.train_subset;
+  if (base.empty())
+    for (int64_t i = 0; i < run.train_set->size(); ++i) base.push_back(i);
+  std::vector<int64_t> captioned;
+  std::vector<std::string> texts;
+  std::unordered_map<int64_t, int64_t> row;  // sample id (dataset index) -> caption row
+  for (int64_t i : base) {
+    const auto it = captions.find(sample_key(*run.train_set, i));
+    if (it == captions.end()) continue;
+    row[i] = static_cast<int64_t>(texts.size());
+    captioned.push_back(i);
+    texts.push_back(it->second);
+  }
+  DISTILL_CHECK(!captioned.empty(), path,
+                ": no caption matches a training image of the run "
+                "(keys are the images' file names, e.g. '",
+                sample_key(*run.train_set, base[0]), "')");
+  const TokenBatch caption_ids = run.tokenizer->encode_batch(texts);
+  std::vector<std::string> prompts;
+  const auto templates = data::load_templates(run.config["data"]["templates"].get<std::string>());
+  for (const auto& name : run.class_names)
+    prompts.push_back(data::fill_template(templates[0], name));
+  const TokenBatch prompt_ids = run.tokenizer->encode_batch(prompts);
+  auto text_tokens = [&](const Tensor& ids, const Tensor& mask) {
+    NoGradGuard no_grad;
+    return run.text->encode(to_device(ids, run.device), to_device(mask, run.device))
+        .tokens.detach();
+  };
+  const Tensor prompt_tokens = text_tokens(prompt_ids.ids, prompt_ids.attention_mask);
+  const Tensor prompt_mask = to_device(to_dtype(prompt_ids.attention_mask, DType::F32), run.device);
+
+  models::HeadConfig hc =
+      models::head_config_from_json(run.config["head"]["config"], "head.config");
+  hc.query_dim = prompt_tokens.size(2);
+  hc.token_dim = run.teacher->token_dim();
+  hc.num_classes = run.num_classes;
+  Generator gen(stage_seed(run, "head/init"));
+  auto head = std::make_shared<models::ImageTextHead>(hc, &gen);
+  head->to(run.device);
+  if (load_finished(run, stage, *head)) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  run.captioned_subset = captioned;
+  json seen = train_stage(
+      run, stage, *head, run.config["head"], run.config["head"]["epochs"].get<int64_t>(),
+      Split::captioned, [&](const data::Batch& b) {
+        std::vector<int64_t> rows;
+        for (int64_t id : b.ids) rows.push_back(row.at(id));
+        const Tensor index = Tensor::from_vector(rows, {static_cast<int64_t>(rows.size())});
+        const Tensor mask = index_select(caption_ids.attention_mask, 0, index);
+        const Tensor tokens = text_tokens(index_select(caption_ids.ids, 0, index), mask);
+        return cross_entropy(
+            head->forward_captions(teacher_tokens(run, b), tokens,
+                                   to_device(to_dtype(mask, DType::F32), run.device)),
+            b.labels);
+      });
+  seen["captioned_images"] = static_cast<int64_t>(captioned.size());
+  seen["evaluated_with"] = "class prompts as captions";
+  finish_stage(
+      run, stage, *head,
+      evaluate(run,
+               [&](const data::Batch& b) {
+                 const Tensor tokens = run.teacher->encode(b.images).tokens;
+                 const int64_t n = tokens.size(0);
+                 std::vector<Tensor> columns;
+                 for (int64_t c = 0; c < run.num_classes; ++c) {
+                   const Tensor pick =
+                       to_device(Tensor::from_vector(std::vector<int64_t>(n, c), {n}), run.device);
+                   const Tensor logits =
+                       head->forward_captions(tokens, index_select(prompt_tokens, 0, pick),
+                                              index_select(prompt_mask, 0, pick));
+                   columns.push_back(index_select(
+                       logits, 1,
+                       to_device(Tensor::from_vector(std::vector<int64_t>{c}, {1}), run.device)));
+                 }
+                 return concat(columns, 1);
+               }),
+      seconds_since(t0), seen);
+}
+
 // ---- the report
 
 std::string pct(const json& stages, const std::string& stage, const char* key = "top1") {
@@ -493,6 +1013,119 @@ std::string pct(const json& stages, const std::string& stage, const char* key = 
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.2f", 100.0 * stages[stage][key].get<double>());
   return buf;
+}
+
+double top1_or_nan(const json& stages, const std::string& stage) {
+  if (!stages.contains(stage) || !stages[stage].contains("top1")) return std::nan("");
+  return stages[stage]["top1"].get<double>();
+}
+
+json number_or_null(double x) {
+  return std::isnan(x) ? json(nullptr) : json(x);
+}
+
+// The ablation numbers gathered from the stages that ran (summary["ablations"]): null where a
+// stage did not run.
+json ablation_summary(const Run& run) {
+  const json& s = run.summary["stages"];
+  const json& c = run.config;
+  json out;
+  auto few_shot_row = [&](int64_t k, const std::string& suffix) {
+    json row = {{"k", k}};
+    for (const char* stage :
+         {"teacher", "probe", "head", "student_text", "student_notext", "student_labels"})
+      row[stage] = number_or_null(top1_or_nan(s, stage + suffix));
+    for (const char* stage : {"teacher", "probe", "head"})
+      if (s.contains(stage + suffix) && s[stage + suffix].contains("train_images")) {
+        row["labelled_images"] = s[stage + suffix]["train_images"];
+        break;
+      }
+    return row;
+  };
+  out["few_shot"] = json::array();
+  if (const int64_t k = c["data"]["labelled_per_class"].get<int64_t>(); k > 0)
+    out["few_shot"].push_back(few_shot_row(k, ""));
+  for (const auto& k : c["ablations"]["few_shot"])
+    out["few_shot"].push_back(
+        few_shot_row(k.get<int64_t>(), "@k" + std::to_string(k.get<int64_t>())));
+  out["generations"] = json::array();
+  const int64_t generations = c["ablations"]["generations"].get<int64_t>();
+  for (int64_t g = 1; g <= generations && generations >= 2; ++g) {
+    const std::string stage = g == 1 ? "student_text" : "student_text@g" + std::to_string(g);
+    out["generations"].push_back(
+        {{"generation", g}, {"stage", stage}, {"top1", number_or_null(top1_or_nan(s, stage))}});
+  }
+  out["captions"] = {{"head_class_queries", number_or_null(top1_or_nan(s, "head"))},
+                     {"head_captions", number_or_null(top1_or_nan(s, "head_captions"))}};
+  out["retrieval"] = s.contains("retrieval") ? s["retrieval"] : json(nullptr);
+  return out;
+}
+
+std::string pct_value(const json& v) {
+  if (!v.is_number()) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", 100.0 * v.get<double>());
+  return buf;
+}
+
+std::string ablation_report(const json& a) {
+  std::string r = "## Ablations\n\n'-': not run.\n\n";
+  r += "### Few-shot\n\nThe teacher side (stage-0 teacher, linear probe, head, labels-only "
+       "student) sees k labelled images per class; the distilled students train on every "
+       "training image of the run, unlabelled.\n\n";
+  r += "| k | Labelled images | Teacher (stage 0) | Linear probe | Head | Self-distillation with "
+       "text | Self-distillation without text | Student, labels only |\n";
+  r += "|---|---|---|---|---|---|---|---|\n";
+  if (a["few_shot"].empty()) r += "| - | - | - | - | - | - | - | - |\n";
+  for (const auto& row : a["few_shot"])
+    r += "| " + std::to_string(row["k"].get<int64_t>()) + " | " +
+         (row.contains("labelled_images") ? row["labelled_images"].dump() : "-") + " | " +
+         pct_value(row["teacher"]) + " | " + pct_value(row["probe"]) + " | " +
+         pct_value(row["head"]) + " | " + pct_value(row["student_text"]) + " | " +
+         pct_value(row["student_notext"]) + " | " + pct_value(row["student_labels"]) + " |\n";
+  r += "\n### Repeated generations\n\nBorn-Again: student g+1 is distilled from student g "
+       "(generation 1 is the student distilled from the head).\n\n| Generation | Stage | Top-1 "
+       "|\n|---|---|---|\n";
+  if (a["generations"].empty()) r += "| - | - | - |\n";
+  for (const auto& row : a["generations"])
+    r += "| " + std::to_string(row["generation"].get<int64_t>()) + " | " +
+         row["stage"].get<std::string>() + " | " + pct_value(row["top1"]) + " |\n";
+  r += "\n### Caption queries\n\nThe head trained on each image's own caption instead of the "
+       "class prompts. Test images have no captions, so both heads are evaluated with class "
+       "prompts as the queries (for the caption head, each class prompt is the caption; its "
+       "score for that class is the class's logit).\n\n| Head training queries | Top-1 "
+       "|\n|---|---|\n";
+  r += "| class prompts (head) | " + pct_value(a["captions"]["head_class_queries"]) + " |\n";
+  r += "| image captions (head_captions) | " + pct_value(a["captions"]["head_captions"]) + " |\n";
+  r += "\n### Image-text retrieval\n\nA linear map (least squares) from each student's pooled "
+       "embedding to the teacher's image embedding, then recall@k (%) against the caption "
+       "embeddings.\n\n";
+  const json& ret = a["retrieval"];
+  if (ret.is_object() && ret.contains("skipped")) {
+    r += "Skipped: " + ret["skipped"].get<std::string>() + ".\n";
+  } else {
+    r += "| Image embedding | Image->text R@1 | R@5 | R@10 | Text->image R@1 | R@5 | R@10 "
+         "|\n|---|---|---|---|---|---|---|\n";
+    if (!ret.is_object()) r += "| - | - | - | - | - | - | - |\n";
+    if (ret.is_object())
+      for (const auto& [name, rec] : ret["recall"].items()) {
+        r += "| " + name;
+        for (const char* dir : {"image_to_text", "text_to_image"})
+          for (const char* k : {"r1", "r5", "r10"}) r += " | " + pct_value(rec[dir][k]);
+        r += " |\n";
+      }
+    if (ret.is_object())
+      r += "\n" + std::to_string(ret["images"].get<int64_t>()) + " images, " +
+           std::to_string(ret["texts"].get<int64_t>()) + " captions (" +
+           ret["captions"].get<std::string>() + "); map fitted on " +
+           std::to_string(ret["fit_images"].get<int64_t>()) + " training images." +
+           (ret["shared_space"].get<bool>()
+                ? ""
+                : " The teacher and text towers do not share a pretrained embedding space here, "
+                  "so these numbers test the pipeline, not the method.") +
+           "\n";
+  }
+  return r + "\n";
 }
 
 void write_report(const Run& run) {
@@ -518,7 +1151,11 @@ void write_report(const Run& run) {
        pct(s, "student_text") + " | " + pct(s, "student_labels") + " | " + pct(s, "zeroshot") +
        " |\n\n";
   r += "## Every stage\n\n| Stage | Top-1 | Top-5 | Wall time (s) |\n|---|---|---|---|\n";
-  for (const auto& stage : kAllStages) {
+  std::vector<std::string> order = kAllStages;  // then the ablations' sub-run stages
+  for (const auto& [stage, result] : s.items())
+    if (std::find(kAllStages.begin(), kAllStages.end(), stage) == kAllStages.end())
+      order.push_back(stage);
+  for (const auto& stage : order) {
     if (!s.contains(stage)) continue;
     char secs[32] = "-";
     if (s[stage].contains("seconds"))
@@ -526,9 +1163,8 @@ void write_report(const Run& run) {
     r += "| " + stage + " | " + pct(s, stage) + " | " + pct(s, stage, "top5") + " | " + secs +
          " |\n";
   }
-  r += "\nAblations (few-shot, caption queries, generations, retrieval): not run by this runner "
-       "yet.\n\n## Config\n\n```json\n" +
-       c.dump(2) + "\n```\n";
+  r += "\n" + ablation_report(run.summary["ablations"]);
+  r += "## Config\n\n```json\n" + c.dump(2) + "\n```\n";
   write_file_atomically((run.dir / "report.md").string(), r);
 }
 
@@ -565,6 +1201,58 @@ json resolve_experiment_config(const json& config, const std::string& where) {
     stage_schedule(c[stage]["schedule"], 1000, where + ": " + stage + ".schedule");
   }
   models::head_config_from_json(c["head"]["config"], where + ": head.config");
+
+  // Ablations.
+  const json& d = c["data"];
+  auto count_field = [&](const json& v, const std::string& field, int64_t min) {
+    DISTILL_CHECK(v.is_number_integer() && v.get<int64_t>() >= min, where, ": ", field,
+                  " must be an integer >= ", min, ", got ", v.dump());
+    return v.get<int64_t>();
+  };
+  const int64_t per_class = count_field(d["train_per_class"], "data.train_per_class", 0);
+  const int64_t labelled = count_field(d["labelled_per_class"], "data.labelled_per_class", 0);
+  DISTILL_CHECK(per_class == 0 || labelled <= per_class, where, ": data.labelled_per_class (",
+                labelled, ") exceeds data.train_per_class (", per_class, ")");
+  const json& few_shot = c["ablations"]["few_shot"];
+  DISTILL_CHECK(few_shot.is_array(), where, ": ablations.few_shot must be a list of k values");
+  std::set<int64_t> ks;
+  for (const auto& k : few_shot) {
+    const int64_t v = count_field(k, "ablations.few_shot", 1);
+    DISTILL_CHECK(per_class == 0 || v <= per_class, where, ": ablations.few_shot k = ", v,
+                  " exceeds data.train_per_class (", per_class, ")");
+    DISTILL_CHECK(ks.insert(v).second, where, ": ablations.few_shot repeats k = ", v);
+  }
+  DISTILL_CHECK(alpha == 1.0 || (labelled == 0 && few_shot.empty()), where,
+                ": student.alpha must be 1 with few-shot (data.labelled_per_class or "
+                "ablations.few_shot): the distilled students' images are unlabelled");
+  count_field(c["ablations"]["generations"], "ablations.generations", 0);
+  DISTILL_CHECK(c["student"]["targets"] == "online" || c["student"]["targets"] == "cached", where,
+                ": student.targets must be \"online\" or \"cached\", got ",
+                c["student"]["targets"].dump());
+  const double ridge =
+      c["retrieval"]["ridge"].is_number() ? c["retrieval"]["ridge"].get<double>() : -1;
+  DISTILL_CHECK(ridge >= 0, where, ": retrieval.ridge must be a number >= 0");
+  for (const char* field : {"captions", "train_captions"})
+    DISTILL_CHECK(d[field].is_string(), where, ": data.", field, " must be a path string");
+  if (!config.contains("stages")) {  // the default list: the caption stages need caption files
+    json stages = json::array();
+    for (const auto& st : kAllStages)
+      if (!(st == "retrieval" && d["captions"] == "") &&
+          !(st == "head_captions" && d["train_captions"] == ""))
+        stages.push_back(st);
+    c["stages"] = stages;
+  }
+  for (const auto& st : c["stages"]) {
+    DISTILL_CHECK(st != "retrieval" || d["captions"] != "", where,
+                  ": stage 'retrieval' needs data.captions (image<TAB>caption pairs)");
+    DISTILL_CHECK(st != "head_captions" || d["train_captions"] != "", where,
+                  ": stage 'head_captions' needs data.train_captions (key<TAB>caption for "
+                  "training images)");
+  }
+  const bool has_student_text =
+      std::find(c["stages"].begin(), c["stages"].end(), json("student_text")) != c["stages"].end();
+  DISTILL_CHECK(c["ablations"]["generations"].get<int64_t>() < 2 || has_student_text, where,
+                ": ablations.generations needs the stage 'student_text' (generation 1)");
   return c;
 }
 
@@ -633,22 +1321,22 @@ json run_experiment(const json& user_config, const std::string& where, const Run
                   : models::make_image_encoder(run.config["teacher"]["arch"], "teacher.arch")
                         ->image_size());
 
+  if (const int64_t k = d["labelled_per_class"].get<int64_t>(); k > 0) {
+    run.labelled_per_class = k;
+    run.labelled_subset = labelled_images(run, k);
+  }
+
   std::set<std::string> stages;
   for (const auto& s : run.config["stages"]) stages.insert(s.get<std::string>());
-  if (!run.teacher) stage_teacher(run);
   auto wants = [&](const char* s) { return stages.count(s) > 0; };
-  if (wants("probe") || wants("student_notext")) stage_probe(run);
-  if (wants("head") || wants("student_text")) stage_head(run);
-  if (wants("student_text"))
-    stage_student(run, "student_text", [&](const data::Batch& b) {
-      return run.head->forward(run.teacher->encode(b.images).tokens, run.class_queries);
-    });
-  if (wants("student_notext"))
-    stage_student(run, "student_notext", [&](const data::Batch& b) {
-      return run.probe->forward(run.teacher->encode(b.images).pooled);
-    });
-  if (wants("student_labels")) stage_student(run, "student_labels", nullptr);
+  run_labelled_pipeline(run, stages);
+  if (wants("student_text") && run.config["ablations"]["generations"].get<int64_t>() >= 2)
+    stage_generations(run);
   if (wants("zeroshot")) stage_zeroshot(run);
+  if (wants("head_captions")) stage_head_captions(run);
+  if (wants("retrieval")) stage_retrieval(run);
+  if (!run.config["ablations"]["few_shot"].empty()) few_shot_sweep(run, stages);
+  run.summary["ablations"] = ablation_summary(run);
 
   run.summary["name"] = run.config["name"];
   run.summary["run_dir"] = run.dir.string();

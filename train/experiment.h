@@ -9,6 +9,17 @@
 //   student_notext  stage 2 with E_I + the linear probe as teacher (Born-Again, without text)
 //   student_labels  the same student trained on the labels only
 //   zeroshot        CLIP zero-shot accuracy (when E_I and E_T are CLIP towers of one model)
+//   head_captions   ablation: the head trained on each image's own caption (data.train_captions)
+//   retrieval       ablation: student embedding -> teacher image embedding (least squares), then
+//                   image<->text recall@1/5/10 on data.captions
+// Ablations (off unless the config asks):
+//   data.labelled_per_class k   few-shot: the labelled stages (teacher, probe, head,
+//                               student_labels) see k images per class; the distilled students
+//                               train on every training image, unlabelled (alpha must be 1)
+//   ablations.few_shot [k...]   one sub-run of those stages per k, stages named "<stage>@k<k>"
+//   ablations.generations G     Born-Again: "student_text@g2".."@gG", each taught by the last
+//   student.targets "cached"    teacher logits once per un-augmented training image, kept in
+//                               <run>/<stage>.targets.npy (a resume reads them back)
 // A stage whose final checkpoint exists in the run folder is loaded instead of retrained, and a
 // stage interrupted after a periodic checkpoint continues from it (--resume).
 #pragma once
