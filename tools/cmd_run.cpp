@@ -10,6 +10,7 @@
 #include "models/convert.h"
 #include "tools/cli.h"
 #include "train/experiment.h"
+#include "train/interrupt.h"
 
 namespace distill::cli {
 
@@ -98,7 +99,14 @@ int cmd_run(int argc, char** argv) {
   opts.name = args.value_or("name", "");
   opts.resume = args.flag("resume");
   opts.quiet = args.flag("quiet");
-  const nlohmann::json summary = train::run_experiment(config, *path, opts);
+  nlohmann::json summary;
+  try {
+    train::StopOnSignal stop_on_signal;  // Ctrl-C: finish the step, checkpoint, then stop
+    summary = train::run_experiment(config, *path, opts);
+  } catch (const train::Interrupted& e) {
+    std::fprintf(stderr, "distill run: %s\n", e.what());
+    return 128 + e.signal();
+  }
   std::printf("run finished: %s (report.md, summary.json, metrics.jsonl)\n",
               summary["run_dir"].get<std::string>().c_str());
   for (const auto& [stage, r] : summary["stages"].items())

@@ -28,6 +28,7 @@
 #include "models/head.h"
 #include "train/atomic_file.h"
 #include "train/checkpoint.h"
+#include "train/interrupt.h"
 #include "train/losses.h"
 #include "train/metrics.h"
 #include "train/optimizer.h"
@@ -295,6 +296,20 @@ json train_stage(Run& run, const std::string& stage, nn::Module& model, const js
         p.data_position = {{"epoch", epoch}, {"batch", index}};
         p.config = run.config;
         last_ckpt = manager.save(model, &optimizer, p);
+      }
+      // SIGINT/SIGTERM (train/interrupt.h): stop at an optimizer-step boundary with a checkpoint.
+      if (const int sig = stop_signal(); sig != 0 && info.stepped) {
+        TrainingProgress p;
+        p.step = info.step;
+        p.epoch = epoch;
+        p.data_position = {{"epoch", epoch}, {"batch", index}};
+        p.config = run.config;
+        last_ckpt = manager.save(model, &optimizer, p);
+        progress.finish();
+        throw Interrupted(sig, "stopped by " + signal_name(sig) + " in stage " + stage +
+                                   " after step " + std::to_string(info.step) +
+                                   "; checkpoint saved to " + last_ckpt +
+                                   "\nresume with the same command plus --resume");
       }
     }
     const auto skipped = loader->epoch_skipped();

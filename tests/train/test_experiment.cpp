@@ -187,5 +187,67 @@ TEST(Experiment, KilledRunResumesBitIdentically) {
   }
 }
 
+// SIGTERM (as a scheduler or Ctrl-C sends it): the run finishes its step, checkpoints, says how
+// to resume and exits with 128 + 15; the resumed run ends bit-identical to an uninterrupted one.
+TEST(Experiment, TerminatedRunCheckpointsAndResumesBitIdentically) {
+  SKIP_WITHOUT_SHARDS();
+  TempDir tmp;
+  json c = tiny_config("term", json::parse(R"({"type": "vit", "image_size": 32,
+      "patch_size": 8, "width": 32, "layers": 2, "heads": 2, "mlp_dim": 64, "output_dim": 32,
+      "act": "gelu"})"));
+  c["stages"] = {"teacher"};
+  c["stage0"]["epochs"] = 4;
+  c["log_every"] = 1;
+  const std::string cfg = tmp.file("term.json");
+  std::ofstream(cfg) << c.dump();
+  const std::string straight = (tmp.path() / "straight").string();
+  const std::string stopped = (tmp.path() / "stopped").string();
+  ASSERT_EQ(run_distill("run --quiet --config " + cfg + " --runs-dir " + straight).exit_code, 0);
+
+  const std::string log = tmp.file("stderr.txt");
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    freopen(log.c_str(), "w", stderr);
+    execl(DISTILL_BINARY, DISTILL_BINARY, "run", "--quiet", "--config", cfg.c_str(), "--runs-dir",
+          stopped.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Signal once the first optimizer steps are logged.
+  const fs::path metrics = fs::path(stopped) / "term/metrics.jsonl";
+  bool signalled = false;
+  for (int i = 0; i < 6000 && !signalled; ++i) {
+    if (fs::exists(metrics) && fs::file_size(metrics) > 0) {
+      kill(pid, SIGTERM);
+      signalled = true;
+    } else {
+      usleep(5000);
+    }
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(signalled) << "no training step was logged";
+  ASSERT_TRUE(WIFEXITED(status)) << "the run died instead of stopping cleanly";
+  if (WEXITSTATUS(status) == 0) GTEST_SKIP() << "the run finished before the signal arrived";
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM);
+  std::ifstream in(log);
+  const std::string err((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_NE(err.find("stopped by SIGTERM in stage teacher"), std::string::npos) << err;
+  EXPECT_NE(err.find("--resume"), std::string::npos) << err;
+  EXPECT_TRUE(fs::exists(fs::path(stopped) / "term/checkpoints/teacher/latest.json"));
+  EXPECT_FALSE(fs::exists(fs::path(stopped) / "term/teacher.safetensors"));
+
+  Result r = run_distill("run --quiet --resume --config " + cfg + " --runs-dir " + stopped);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  SafetensorsFile a(straight + "/term/teacher.safetensors");
+  SafetensorsFile b(stopped + "/term/teacher.safetensors");
+  for (const auto& name : a.names()) {
+    if (name.rfind("model.", 0) != 0) continue;
+    const Tensor ta = a.tensor(name), tb = b.tensor(name);
+    ASSERT_EQ(ta.nbytes(), tb.nbytes()) << name;
+    EXPECT_EQ(std::memcmp(ta.data_ptr(), tb.data_ptr(), ta.nbytes()), 0) << name;
+  }
+}
+
 }  // namespace
 }  // namespace distill::testing
