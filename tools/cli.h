@@ -51,6 +51,8 @@ class Args {
 // Subcommand entry points (return the process exit code).
 int cmd_info(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
+int cmd_train_head(int argc, char** argv);     // tools/cmd_run.cpp
+int cmd_train_student(int argc, char** argv);  // tools/cmd_run.cpp
 int cmd_convert(int argc, char** argv);
 int cmd_encode_text(int argc, char** argv);
 int cmd_encode_image(int argc, char** argv);

@@ -61,37 +61,45 @@ int check_config(const nlohmann::json& config, const std::string& path) {
 
 }  // namespace
 
-int cmd_run(int argc, char** argv) {
-  Args args("run", {{"config", true, "experiment config (JSON; see configs/)", ""},
-                    {"name", true, "run name (default: the config's name)", ""},
-                    {"runs-dir", true, "where run folders go", "runs"},
-                    {"resume", false, "continue the run folder from its last checkpoints", ""},
-                    {"quiet", false, "no progress output", ""},
-                    {"check", false,
+namespace {
+
+// `distill run`, and `train-head` / `train-student` (the same run with one stage): `command` is
+// the subcommand's name, `stage_of` maps its parsed options to the stages to run (empty: the
+// config's own).
+int run_command(int argc, char** argv, const std::string& command, const std::string& summary_text,
+                std::vector<OptionSpec> extra,
+                const std::function<std::vector<std::string>(const Args&)>& stages_of) {
+  std::vector<OptionSpec> specs = {{"config", true, "experiment config (JSON; see configs/)", ""},
+                                   {"name", true, "run name (default: the config's name)", ""},
+                                   {"runs-dir", true, "where run folders go", "runs"},
+                                   {"quiet", false, "no progress output", ""}};
+  if (command == "run") {
+    specs.push_back({"resume", false, "continue the run folder from its last checkpoints", ""});
+    specs.push_back({"check", false,
                      "only check the config and that its files (checkpoints, tokenizer, data) "
                      "open; run nothing",
-                     ""},
-                    {"help", false, "show this help", ""}});
+                     ""});
+  }
+  specs.insert(specs.end(), extra.begin(), extra.end());
+  specs.push_back({"help", false, "show this help", ""});
+  Args args(command, specs);
   args.parse(argc, argv, 2);
   if (args.flag("help")) {
-    std::fputs(args.help("Runs the stages a config names (teacher, probe, head, student_text, "
-                         "student_notext, student_labels, zeroshot) and writes runs/<name>/: "
-                         "config.json, metrics.jsonl, checkpoints, summary.json, report.md.")
-                   .c_str(),
-               stdout);
+    std::fputs(args.help(summary_text).c_str(), stdout);
     return 0;
   }
+  const std::string who = "distill " + command;
   if (!args.positional().empty())
-    throw UsageError("distill run: unexpected argument '" + args.positional()[0] + "'");
+    throw UsageError(who + ": unexpected argument '" + args.positional()[0] + "'");
   const auto path = args.value("config");
-  if (!path) throw UsageError("distill run: --config FILE.json is required");
+  if (!path) throw UsageError(who + ": --config FILE.json is required");
   std::ifstream in(*path);
-  if (!in) throw Error("distill run: cannot open " + *path);
+  if (!in) throw Error(who + ": cannot open " + *path);
   nlohmann::json config;
   try {
     config = nlohmann::json::parse(in);
   } catch (const std::exception& e) {
-    throw Error("distill run: " + *path + " is not valid JSON: " + e.what());
+    throw Error(who + ": " + *path + " is not valid JSON: " + e.what());
   }
   if (args.flag("check")) return check_config(config, *path);
   train::RunOptions opts;
@@ -99,12 +107,13 @@ int cmd_run(int argc, char** argv) {
   opts.name = args.value_or("name", "");
   opts.resume = args.flag("resume");
   opts.quiet = args.flag("quiet");
+  opts.only_stages = stages_of(args);
   nlohmann::json summary;
   try {
     train::StopOnSignal stop_on_signal;  // Ctrl-C: finish the step, checkpoint, then stop
     summary = train::run_experiment(config, *path, opts);
   } catch (const train::Interrupted& e) {
-    std::fprintf(stderr, "distill run: %s\n", e.what());
+    std::fprintf(stderr, "%s: %s\n", who.c_str(), e.what());
     return 128 + e.signal();
   }
   std::printf("run finished: %s (report.md, summary.json, metrics.jsonl)\n",
@@ -114,6 +123,43 @@ int cmd_run(int argc, char** argv) {
       std::printf("  %-16s top-1 %6.2f%%  top-5 %6.2f%%\n", stage.c_str(),
                   100 * r["top1"].get<double>(), 100 * r["top5"].get<double>());
   return 0;
+}
+
+}  // namespace
+
+int cmd_run(int argc, char** argv) {
+  return run_command(
+      argc, argv, "run",
+      "Runs the stages a config names (teacher, probe, head, student_text, student_notext, "
+      "student_labels, zeroshot, and the ablations) and writes runs/<name>/: config.json, "
+      "metrics.jsonl, checkpoints, summary.json, report.md.",
+      {}, [](const Args&) { return std::vector<std::string>{}; });
+}
+
+int cmd_train_head(int argc, char** argv) {
+  return run_command(
+      argc, argv, "train-head",
+      "Stage 1 alone: trains the image-text head of a config's run folder (runs/<name>/), "
+      "loading the teacher from the folder or the config's checkpoint (stage 0 runs first if "
+      "neither exists). Continues an interrupted head from its last checkpoint.",
+      {}, [](const Args&) { return std::vector<std::string>{"head"}; });
+}
+
+int cmd_train_student(int argc, char** argv) {
+  return run_command(
+      argc, argv, "train-student",
+      "Stage 2 alone: distils one student in a config's run folder (runs/<name>/) from the "
+      "teacher it names, loading the finished stages it needs (the head for 'text', the probe "
+      "for 'notext') or running them first.",
+      {{"teacher", true, "text (the head), notext (E_I + linear probe) or labels (no teacher)",
+        "text"}},
+      [](const Args& args) {
+        const std::string t = args.value_or("teacher", "text");
+        if (t != "text" && t != "notext" && t != "labels")
+          throw UsageError(
+              "distill train-student: --teacher accepts text, notext or labels; got '" + t + "'");
+        return std::vector<std::string>{"student_" + t};
+      });
 }
 
 }  // namespace distill::cli

@@ -1278,17 +1278,36 @@ json run_experiment(const json& user_config, const std::string& where, const Run
   run.quiet = options.quiet;
   run.resume = options.resume;
   run.dir = fs::path(options.runs_dir) / run.config["name"].get<std::string>();
+  const bool single_stages = !options.only_stages.empty();
+  json written = run.config;  // what config.json holds: every stage this folder has been asked for
+  if (single_stages) {
+    for (const auto& stage : options.only_stages)
+      DISTILL_CHECK(std::find(kAllStages.begin(), kAllStages.end(), stage) != kAllStages.end(),
+                    "unknown stage '", stage, "'");
+    run.config["stages"] = options.only_stages;
+    written["stages"] = options.only_stages;
+    run.resume = true;  // continue whatever the folder holds
+  }
   if (fs::exists(run.dir / "config.json")) {
-    DISTILL_CHECK(options.resume, "run folder ", run.dir.string(),
+    DISTILL_CHECK(options.resume || single_stages, "run folder ", run.dir.string(),
                   " exists; pass --resume to continue it or --name to start another");
-    const json previous = json::parse(std::ifstream(run.dir / "config.json"));
-    DISTILL_CHECK(previous == run.config, "--resume: the config differs from the one in ",
+    json previous = json::parse(std::ifstream(run.dir / "config.json"));
+    json a = previous, b = run.config;
+    if (single_stages) a.erase("stages"), b.erase("stages");
+    DISTILL_CHECK(a == b, "--resume: the config differs from the one in ",
                   (run.dir / "config.json").string(), "; a resumed run must use the same config");
+    if (single_stages) {
+      written = previous;
+      for (const auto& stage : options.only_stages)
+        if (std::find(written["stages"].begin(), written["stages"].end(), stage) ==
+            written["stages"].end())
+          written["stages"].push_back(stage);
+    }
     if (fs::exists(run.dir / "summary.json"))
       run.summary = json::parse(std::ifstream(run.dir / "summary.json"));
   }
   fs::create_directories(run.dir);
-  write_file_atomically((run.dir / "config.json").string(), run.config.dump(2) + "\n");
+  write_file_atomically((run.dir / "config.json").string(), written.dump(2) + "\n");
   run.log = std::make_unique<MetricsLog>((run.dir / "metrics.jsonl").string());
   const std::string device = run.config["device"].get<std::string>();
   if (device == "cuda") {

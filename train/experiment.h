@@ -26,6 +26,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace distill::train {
 
@@ -34,6 +35,10 @@ struct RunOptions {
   std::string name;     // overrides the config's name
   bool resume = false;  // continue an existing run folder (else it must not exist)
   bool quiet = false;   // no progress output
+  // Non-empty: run only these stages (`distill train-head`, `train-student`), in an existing run
+  // folder or a new one. Finished stages they depend on are loaded from the folder; missing ones
+  // are run first. The folder's config must match apart from its stage list.
+  std::vector<std::string> only_stages;
 };
 
 // The config with every default filled in (what runs/<name>/config.json holds). Unknown keys and

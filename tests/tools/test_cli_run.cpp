@@ -2,6 +2,7 @@
 // listed with the path, and nothing runs.
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "tests/models/model_test_util.h"
 #include "tests/tools/cli_run.h"
@@ -43,6 +44,56 @@ TEST(CliRun, CheckPassesTheSmokeConfigAndRejectsBadKeys) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.out.find("studnet"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find(bad), std::string::npos) << r.out;
+}
+
+// train-head then train-student in one folder: each runs its stage and what it needs, reusing
+// what the folder holds; config.json accumulates the stages asked for.
+TEST(CliRun, TrainHeadThenTrainStudentShareTheRunFolder) {
+  const std::string root = DISTILL_SOURCE_DIR;
+  if (!std::filesystem::exists(root + "/../shared/data/cifar10-jpg/test-0000.tar"))
+    GTEST_SKIP() << "real CIFAR-10 shards not found under ../shared/data";
+  testing::TempDir tmp;
+  nlohmann::json c = nlohmann::json::parse(std::ifstream(root + "/configs/smoke-cpu.json"));
+  c.erase("ablations");
+  c["data"].erase("captions");
+  c["data"].erase("train_captions");
+  c["data"]["train"] = root + "/../shared/data/cifar10-jpg/train-{0000..0004}.tar";
+  c["data"]["test"] = root + "/../shared/data/cifar10-jpg/test-0000.tar";
+  c["text"]["tokenizer"] = root + "/tests/fixtures/tokenizers/bert-uncased-vocab.txt";
+  c["stage0"]["epochs"] = 1;
+  const std::string config = (tmp.path() / "c.json").string();
+  std::ofstream(config) << c.dump();
+  const std::string common =
+      " --quiet --config " + config + " --runs-dir " + tmp.path().string() + " --name r";
+  const auto head = run_distill("train-head" + common);
+  ASSERT_EQ(head.exit_code, 0) << head.out;
+  const auto dir = tmp.path() / "r";
+  for (const char* f : {"teacher.safetensors", "head.safetensors"})
+    EXPECT_TRUE(std::filesystem::exists(dir / f)) << f;
+  EXPECT_FALSE(std::filesystem::exists(dir / "student_notext.safetensors"));
+  const auto teacher_time = std::filesystem::last_write_time(dir / "teacher.safetensors");
+
+  const auto student = run_distill("train-student --teacher notext" + common);
+  ASSERT_EQ(student.exit_code, 0) << student.out;
+  EXPECT_TRUE(std::filesystem::exists(dir / "student_notext.safetensors"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "probe.safetensors"));
+  // The teacher was loaded, not retrained.
+  EXPECT_EQ(std::filesystem::last_write_time(dir / "teacher.safetensors"), teacher_time);
+  const auto written = nlohmann::json::parse(std::ifstream(dir / "config.json"));
+  EXPECT_EQ(written["stages"], nlohmann::json({"head", "student_notext"}));
+  const auto summary = nlohmann::json::parse(std::ifstream(dir / "summary.json"));
+  for (const char* stage : {"teacher", "head", "probe", "student_notext"})
+    EXPECT_TRUE(summary["stages"].contains(stage)) << stage;
+
+  const auto bad = run_distill("train-student --teacher oracle" + common);
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.out.find("--teacher accepts text, notext or labels"), std::string::npos) << bad.out;
+  // A different config for the same folder is refused, naming the folder's config.json.
+  c["seed"] = 7;
+  std::ofstream(config) << c.dump();
+  const auto changed = run_distill("train-head" + common);
+  EXPECT_NE(changed.exit_code, 0);
+  EXPECT_NE(changed.out.find("config differs"), std::string::npos) << changed.out;
 }
 
 }  // namespace
