@@ -33,7 +33,11 @@ TEST(CliRun, CheckPassesTheSmokeConfigAndRejectsBadKeys) {
   const std::string root = DISTILL_SOURCE_DIR;
   if (!std::filesystem::exists(root + "/../shared/data/cifar10-jpg/test-0000.tar"))
     GTEST_SKIP() << "real CIFAR-10 shards not found under ../shared/data";
-  const auto ok = run_distill("run --check --config " + root + "/configs/smoke-cpu.json");
+  // Config paths are relative to the project root, where users run distill.
+  const auto cwd = std::filesystem::current_path();
+  std::filesystem::current_path(root);
+  const auto ok = run_distill("run --check --config configs/smoke-cpu.json");
+  std::filesystem::current_path(cwd);
   EXPECT_EQ(ok.exit_code, 0) << ok.out;
   EXPECT_NE(ok.out.find("everything the config names opens"), std::string::npos) << ok.out;
 
