@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "tools/cli.h"
 #include "train/experiment.h"
+#include "train/report_html.h"
 
 namespace distill::cli {
 
@@ -18,11 +19,12 @@ int cmd_run(int argc, char** argv) {
                     {"help", false, "show this help", ""}});
   args.parse(argc, argv, 2);
   if (args.flag("help")) {
-    std::fputs(args.help("Runs the stages a config names (teacher, probe, head, student_text, "
-                         "student_notext, student_labels, zeroshot) and writes runs/<name>/: "
-                         "config.json, metrics.jsonl, checkpoints, summary.json, report.md.")
-                   .c_str(),
-               stdout);
+    std::fputs(
+        args.help("Runs the stages a config names (teacher, probe, head, student_text, "
+                  "student_notext, student_labels, zeroshot) and writes runs/<name>/: "
+                  "config.json, metrics.jsonl, checkpoints, summary.json, report.md, report.html.")
+            .c_str(),
+        stdout);
     return 0;
   }
   if (!args.positional().empty())
@@ -43,8 +45,10 @@ int cmd_run(int argc, char** argv) {
   opts.resume = args.flag("resume");
   opts.quiet = args.flag("quiet");
   const nlohmann::json summary = train::run_experiment(config, *path, opts);
-  std::printf("run finished: %s (report.md, summary.json, metrics.jsonl)\n",
+  const std::string html = train::write_html_report(summary["run_dir"].get<std::string>());
+  std::printf("run finished: %s (report.html, report.md, summary.json, metrics.jsonl)\n",
               summary["run_dir"].get<std::string>().c_str());
+  std::printf("report: %s\n", html.c_str());
   for (const auto& [stage, r] : summary["stages"].items())
     if (r.contains("top1"))
       std::printf("  %-16s top-1 %6.2f%%  top-5 %6.2f%%\n", stage.c_str(),

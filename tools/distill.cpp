@@ -19,6 +19,8 @@ const Command kCommands[] = {
     {"info", "print the version, backends, GPUs, BLAS and threads", distill::cli::cmd_info},
     {"run", "run an experiment config: teacher, head, students, baselines, report",
      distill::cli::cmd_run},
+    {"demo", "the whole method on Fashion-MNIST with MiniLM: result table and report.html",
+     distill::cli::cmd_demo},
     {"convert", "convert a Hugging Face or OpenAI/open_clip checkpoint to distill's format",
      distill::cli::cmd_convert},
     {"encode-text", "print (and save) text embeddings from a converted checkpoint",
