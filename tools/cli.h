@@ -57,6 +57,7 @@ int cmd_convert(int argc, char** argv);
 int cmd_encode_text(int argc, char** argv);
 int cmd_encode_image(int argc, char** argv);
 int cmd_run(int argc, char** argv);
+int cmd_demo(int argc, char** argv);
 int bench_models(const Args& args, const Device& device);  // tools/bench_models.cpp
 int bench_step(const Args& args, const Device& device);    // tools/bench_step.cpp
 // `distill info --model NAME [--tensors]` (tools/cmd_info_model.cpp).

@@ -11,6 +11,7 @@
 #include "tools/cli.h"
 #include "train/experiment.h"
 #include "train/interrupt.h"
+#include "train/report_html.h"
 
 namespace distill::cli {
 
@@ -116,8 +117,10 @@ int run_command(int argc, char** argv, const std::string& command, const std::st
     std::fprintf(stderr, "%s: %s\n", who.c_str(), e.what());
     return 128 + e.signal();
   }
-  std::printf("run finished: %s (report.md, summary.json, metrics.jsonl)\n",
+  const std::string html = train::write_html_report(summary["run_dir"].get<std::string>());
+  std::printf("run finished: %s (report.html, report.md, summary.json, metrics.jsonl)\n",
               summary["run_dir"].get<std::string>().c_str());
+  std::printf("report: %s\n", html.c_str());
   for (const auto& [stage, r] : summary["stages"].items())
     if (r.contains("top1"))
       std::printf("  %-16s top-1 %6.2f%%  top-5 %6.2f%%\n", stage.c_str(),
@@ -132,7 +135,7 @@ int cmd_run(int argc, char** argv) {
       argc, argv, "run",
       "Runs the stages a config names (teacher, probe, head, student_text, student_notext, "
       "student_labels, zeroshot, and the ablations) and writes runs/<name>/: config.json, "
-      "metrics.jsonl, checkpoints, summary.json, report.md.",
+      "metrics.jsonl, checkpoints, summary.json, report.md, report.html.",
       {}, [](const Args&) { return std::vector<std::string>{}; });
 }
 
