@@ -289,22 +289,18 @@ json train_stage(Run& run, const std::string& stage, nn::Module& model, const js
                         {"epoch", epoch},
                         {"loss", loss_value},
                         {"lr", info.lr}});
-      if (info.stepped && every > 0 && info.step % every == 0) {
+      const auto save_checkpoint = [&] {
         TrainingProgress p;
         p.step = info.step;
         p.epoch = epoch;
         p.data_position = {{"epoch", epoch}, {"batch", index}};
         p.config = run.config;
         last_ckpt = manager.save(model, &optimizer, p);
-      }
+      };
+      if (info.stepped && every > 0 && info.step % every == 0) save_checkpoint();
       // SIGINT/SIGTERM (train/interrupt.h): stop at an optimizer-step boundary with a checkpoint.
       if (const int sig = stop_signal(); sig != 0 && info.stepped) {
-        TrainingProgress p;
-        p.step = info.step;
-        p.epoch = epoch;
-        p.data_position = {{"epoch", epoch}, {"batch", index}};
-        p.config = run.config;
-        last_ckpt = manager.save(model, &optimizer, p);
+        save_checkpoint();
         progress.finish();
         throw Interrupted(sig, "stopped by " + signal_name(sig) + " in stage " + stage +
                                    " after step " + std::to_string(info.step) +

@@ -48,6 +48,17 @@ std::vector<json> read_jsonl(const fs::path& p) {
   return out;
 }
 
+// Every model tensor of two stage files is bit-identical.
+void expect_same_weights(const std::string& path_a, const std::string& path_b) {
+  SafetensorsFile a(path_a), b(path_b);
+  for (const auto& name : a.names()) {
+    if (name.rfind("model.", 0) != 0) continue;
+    const Tensor ta = a.tensor(name), tb = b.tensor(name);
+    ASSERT_EQ(ta.nbytes(), tb.nbytes()) << name;
+    EXPECT_EQ(std::memcmp(ta.data_ptr(), tb.data_ptr(), ta.nbytes()), 0) << name;
+  }
+}
+
 #define SKIP_WITHOUT_SHARDS()                   \
   if (!fs::exists(shards() + "/test-0000.tar")) \
   GTEST_SKIP() << "real CIFAR-10 shards not found at " << shards()
@@ -177,14 +188,8 @@ TEST(Experiment, KilledRunResumesBitIdentically) {
   EXPECT_FALSE(fs::exists(fs::path(killed) / "resume/teacher.safetensors"));
   Result r = run_distill("run --quiet --resume --config " + cfg + " --runs-dir " + killed);
   ASSERT_EQ(r.exit_code, 0) << r.out;
-  SafetensorsFile a(straight + "/resume/teacher.safetensors");
-  SafetensorsFile b(killed + "/resume/teacher.safetensors");
-  for (const auto& name : a.names()) {
-    if (name.rfind("model.", 0) != 0) continue;
-    const Tensor ta = a.tensor(name), tb = b.tensor(name);
-    ASSERT_EQ(ta.nbytes(), tb.nbytes()) << name;
-    EXPECT_EQ(std::memcmp(ta.data_ptr(), tb.data_ptr(), ta.nbytes()), 0) << name;
-  }
+  expect_same_weights(straight + "/resume/teacher.safetensors",
+                      killed + "/resume/teacher.safetensors");
 }
 
 // SIGTERM (as a scheduler or Ctrl-C sends it): the run finishes its step, checkpoints, says how
@@ -239,14 +244,8 @@ TEST(Experiment, TerminatedRunCheckpointsAndResumesBitIdentically) {
 
   Result r = run_distill("run --quiet --resume --config " + cfg + " --runs-dir " + stopped);
   ASSERT_EQ(r.exit_code, 0) << r.out;
-  SafetensorsFile a(straight + "/term/teacher.safetensors");
-  SafetensorsFile b(stopped + "/term/teacher.safetensors");
-  for (const auto& name : a.names()) {
-    if (name.rfind("model.", 0) != 0) continue;
-    const Tensor ta = a.tensor(name), tb = b.tensor(name);
-    ASSERT_EQ(ta.nbytes(), tb.nbytes()) << name;
-    EXPECT_EQ(std::memcmp(ta.data_ptr(), tb.data_ptr(), ta.nbytes()), 0) << name;
-  }
+  expect_same_weights(straight + "/term/teacher.safetensors",
+                      stopped + "/term/teacher.safetensors");
 }
 
 }  // namespace
