@@ -51,6 +51,7 @@ class Args {
 // Subcommand entry points (return the process exit code).
 int cmd_info(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
+int cmd_eval(int argc, char** argv);           // tools/cmd_run.cpp
 int cmd_train_head(int argc, char** argv);     // tools/cmd_run.cpp
 int cmd_train_student(int argc, char** argv);  // tools/cmd_run.cpp
 int cmd_convert(int argc, char** argv);

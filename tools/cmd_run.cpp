@@ -3,6 +3,7 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "core/error.h"
 #include "data/dataset_spec.h"
@@ -137,6 +138,65 @@ int cmd_run(int argc, char** argv) {
       "student_labels, zeroshot, and the ablations) and writes runs/<name>/: config.json, "
       "metrics.jsonl, checkpoints, summary.json, report.md, report.html.",
       {}, [](const Args&) { return std::vector<std::string>{}; });
+}
+
+int cmd_eval(int argc, char** argv) {
+  Args args(
+      "eval",
+      {{"config", true, "the experiment config the run folder was made with", ""},
+       {"name", true, "run name (default: the config's name)", ""},
+       {"runs-dir", true, "where run folders go", "runs"},
+       {"stage", true,
+        "comma-separated finished stages: teacher, probe, head, student_text, "
+        "student_notext, student_labels",
+        "student_text"},
+       {"test", true, "evaluate on this dataset spec instead of the config's test split",
+        "the config's data.test"},
+       {"json", false, "print the metrics (per-class accuracy, confusion matrix) as JSON", ""},
+       {"help", false, "show this help", ""}});
+  args.parse(argc, argv, 2);
+  if (args.flag("help")) {
+    std::fputs(args.help("Evaluates finished stages of a run folder (runs/<name>/) on the "
+                         "config's test split or another dataset (--test), without training or "
+                         "changing the folder: top-1, top-5, per-class accuracy, confusion matrix.")
+                   .c_str(),
+               stdout);
+    return 0;
+  }
+  if (!args.positional().empty())
+    throw UsageError("distill eval: unexpected argument '" + args.positional()[0] + "'");
+  const auto path = args.value("config");
+  if (!path) throw UsageError("distill eval: --config FILE.json is required");
+  std::ifstream in(*path);
+  if (!in) throw Error("distill eval: cannot open " + *path);
+  nlohmann::json config;
+  try {
+    config = nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    throw Error("distill eval: " + *path + " is not valid JSON: " + e.what());
+  }
+  train::RunOptions opts;
+  opts.runs_dir = args.value_or("runs-dir", "runs");
+  opts.name = args.value_or("name", "");
+  opts.quiet = true;
+  opts.evaluate_only = true;
+  opts.evaluate_test = args.value_or("test", "");
+  std::stringstream stages(args.value_or("stage", "student_text"));
+  for (std::string s; std::getline(stages, s, ',');)
+    if (!s.empty()) opts.only_stages.push_back(s);
+  if (opts.only_stages.empty()) throw UsageError("distill eval: --stage is empty");
+  const nlohmann::json result = train::run_experiment(config, *path, opts);
+  if (args.flag("json")) {
+    std::printf("%s\n", result.dump(2).c_str());
+    return 0;
+  }
+  std::printf("%s on %s\n", result["run_dir"].get<std::string>().c_str(),
+              result["test"].get<std::string>().c_str());
+  for (const auto& [stage, r] : result["evaluations"].items())
+    std::printf("  %-16s top-1 %6.2f%%  top-5 %6.2f%%  (%lld images)\n", stage.c_str(),
+                100 * r["top1"].get<double>(), 100 * r["top5"].get<double>(),
+                static_cast<long long>(r["metrics"]["count"].get<int64_t>()));
+  return 0;
 }
 
 int cmd_train_head(int argc, char** argv) {

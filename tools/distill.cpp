@@ -23,6 +23,8 @@ const Command kCommands[] = {
      distill::cli::cmd_train_head},
     {"train-student", "stage 2 alone: distil a student (--teacher text|notext|labels)",
      distill::cli::cmd_train_student},
+    {"eval", "evaluate finished stages of a run folder (on its test split or --test SPEC)",
+     distill::cli::cmd_eval},
     {"demo", "the whole method on Fashion-MNIST with MiniLM: result table and report.html",
      distill::cli::cmd_demo},
     {"convert", "convert a Hugging Face or OpenAI/open_clip checkpoint to distill's format",

@@ -132,6 +132,9 @@ struct Run {
   bool quiet = false;
   bool resume = false;
   json summary = {{"stages", json::object()}};
+  bool evaluate_only = false;  // distill eval: load finished stages, train nothing
+  std::set<std::string> evaluate_stages;
+  json evaluations = json::object();
 
   std::shared_ptr<data::Dataset> train_set, test_set;
   std::vector<int64_t> train_subset, test_subset;
@@ -340,7 +343,12 @@ fs::path stage_file(const Run& run, const std::string& stage) {
 
 bool load_finished(Run& run, const std::string& stage, nn::Module& model) {
   const fs::path f = stage_file(run, stage);
-  if (!fs::exists(f)) return false;
+  if (!fs::exists(f)) {
+    DISTILL_CHECK(!run.evaluate_only, "eval: stage '", stage, "' has not finished in ",
+                  run.dir.string(), " (no ", f.filename().string(),
+                  "); train it first with distill run, train-head or train-student");
+    return false;
+  }
   const TrainingProgress p = load_training_checkpoint(f.string(), model, nullptr);
   run.summary["stages"][stage] = p.extra;
   model.eval();
@@ -367,6 +375,19 @@ void finish_stage(Run& run, const std::string& stage, nn::Module& model,
   run.write_summary();
 }
 
+// distill eval: a loaded stage asked for is evaluated again (on the eval's test set).
+void reevaluate(Run& run, const std::string& stage,
+                const std::function<Tensor(const data::Batch&)>& logits_of) {
+  if (!run.evaluate_only || run.evaluate_stages.count(stage) == 0) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  const ClassificationMetrics metrics = evaluate(run, logits_of);
+  run.evaluations[stage] = {
+      {"top1", metrics.top1()},
+      {"top5", metrics.top5()},
+      {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()},
+      {"metrics", metrics.to_json(true)}};
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -386,7 +407,9 @@ void stage_teacher(Run& run) {
   auto encoder = models::make_image_encoder(run.config["teacher"]["arch"], "teacher.arch", &gen);
   models::EncoderClassifier model(encoder, run.num_classes, &gen);
   model.to(run.device);
-  if (!load_finished(run, stage, model)) {
+  if (load_finished(run, stage, model)) {
+    reevaluate(run, stage, [&](const data::Batch& b) { return model.forward(b.images); });
+  } else {
     const auto t0 = std::chrono::steady_clock::now();
     const json seen = train_stage(
         run, stage, model, run.config["stage0"], run.config["stage0"]["epochs"].get<int64_t>(),
@@ -408,7 +431,12 @@ void stage_probe(Run& run) {
   Generator gen(stage_seed(run, "probe/init"));
   run.probe = std::make_shared<nn::Linear>(run.teacher->embed_dim(), run.num_classes, true, &gen);
   run.probe->to(run.device);
-  if (load_finished(run, stage, *run.probe)) return;
+  if (load_finished(run, stage, *run.probe)) {
+    reevaluate(run, stage, [&](const data::Batch& b) {
+      return run.probe->forward(run.teacher->encode(b.images).pooled);
+    });
+    return;
+  }
   const auto t0 = std::chrono::steady_clock::now();
   // Features of the un-augmented training images, computed once (a linear probe's usual setup).
   auto loader = make_loader(run, Split::labelled, 0, /*augment=*/false);
@@ -481,7 +509,7 @@ void load_text_queries(Run& run) {
   const std::vector<std::string> templates =
       data::load_templates(run.config["data"]["templates"].get<std::string>());
   run.class_queries = class_text_embeddings(*run.text, *run.tokenizer, run.class_names, templates);
-  save_npy((run.dir / "class_queries.npy").string(), run.class_queries);
+  if (!run.evaluate_only) save_npy((run.dir / "class_queries.npy").string(), run.class_queries);
 }
 
 void stage_head(Run& run) {
@@ -495,7 +523,12 @@ void stage_head(Run& run) {
   Generator gen(stage_seed(run, "head/init"));
   run.head = std::make_shared<models::ImageTextHead>(hc, &gen);
   run.head->to(run.device);
-  if (load_finished(run, stage, *run.head)) return;
+  if (load_finished(run, stage, *run.head)) {
+    reevaluate(run, stage, [&](const data::Batch& b) {
+      return run.head->forward(run.teacher->encode(b.images).tokens, run.class_queries);
+    });
+    return;
+  }
   const auto t0 = std::chrono::steady_clock::now();
   const json seen = train_stage(
       run, stage, *run.head, run.config["head"], run.config["head"]["epochs"].get<int64_t>(),
@@ -575,7 +608,10 @@ std::shared_ptr<models::EncoderClassifier> stage_student(Run& run, const std::st
   auto student = std::make_shared<models::EncoderClassifier>(encoder, run.num_classes, &gen);
   student->to(run.device);
   run.students[stage] = student;
-  if (load_finished(run, stage, *student)) return student;
+  if (load_finished(run, stage, *student)) {
+    reevaluate(run, stage, [&](const data::Batch& b) { return student->forward(b.images); });
+    return student;
+  }
   const json& cfg = run.config["student"];
   DistillationOptions opts;
   opts.alpha = teacher_logits ? cfg["alpha"].get<double>() : 0.0;
@@ -1275,6 +1311,20 @@ json run_experiment(const json& user_config, const std::string& where, const Run
   run.resume = options.resume;
   run.dir = fs::path(options.runs_dir) / run.config["name"].get<std::string>();
   const bool single_stages = !options.only_stages.empty();
+  DISTILL_CHECK(!options.evaluate_only || single_stages, "eval: name the stages to evaluate");
+  run.evaluate_only = options.evaluate_only;
+  if (run.evaluate_only) {
+    for (const auto& stage : options.only_stages) {
+      DISTILL_CHECK(stage == "teacher" || stage == "probe" || stage == "head" ||
+                        stage.rfind("student_", 0) == 0,
+                    "eval: stage '", stage,
+                    "' cannot be evaluated alone (teacher, probe, head, student_text, "
+                    "student_notext, student_labels can)");
+      run.evaluate_stages.insert(stage);
+    }
+    DISTILL_CHECK(fs::exists(run.dir / "config.json"), "eval: no run folder at ", run.dir.string(),
+                  " (", where, " has not been run with these --runs-dir/--name)");
+  }
   json written = run.config;  // what config.json holds: every stage this folder has been asked for
   if (single_stages) {
     for (const auto& stage : options.only_stages)
@@ -1302,9 +1352,11 @@ json run_experiment(const json& user_config, const std::string& where, const Run
     if (fs::exists(run.dir / "summary.json"))
       run.summary = json::parse(std::ifstream(run.dir / "summary.json"));
   }
-  fs::create_directories(run.dir);
-  write_file_atomically((run.dir / "config.json").string(), written.dump(2) + "\n");
-  run.log = std::make_unique<MetricsLog>((run.dir / "metrics.jsonl").string());
+  if (!run.evaluate_only) {  // eval leaves the folder as it is
+    fs::create_directories(run.dir);
+    write_file_atomically((run.dir / "config.json").string(), written.dump(2) + "\n");
+    run.log = std::make_unique<MetricsLog>((run.dir / "metrics.jsonl").string());
+  }
   const std::string device = run.config["device"].get<std::string>();
   if (device == "cuda") {
     DISTILL_CHECK(cuda_available(), where, ": device 'cuda' but no CUDA device is available");
@@ -1319,8 +1371,11 @@ json run_experiment(const json& user_config, const std::string& where, const Run
   const json& d = run.config["data"];
   run.train_set = std::shared_ptr<data::Dataset>(
       data::open_dataset(d["train"].get<std::string>(), "train").dataset.release());
-  run.test_set = std::shared_ptr<data::Dataset>(
-      data::open_dataset(d["test"].get<std::string>(), "test").dataset.release());
+  const std::string test_spec =
+      options.evaluate_test.empty() ? d["test"].get<std::string>() : options.evaluate_test;
+  auto opened_test = data::open_dataset(test_spec, "test");
+  const std::string test_description = test_spec + " (" + opened_test.description + ")";
+  run.test_set = std::shared_ptr<data::Dataset>(opened_test.dataset.release());
   run.num_classes = run.train_set->num_classes();
   DISTILL_CHECK(run.test_set->num_classes() == run.num_classes, where, ": the train set has ",
                 run.num_classes, " classes but the test set ", run.test_set->num_classes());
@@ -1331,7 +1386,7 @@ json run_experiment(const json& user_config, const std::string& where, const Run
   const uint64_t seed = static_cast<uint64_t>(run.config["seed"].get<int64_t>());
   if (const int64_t k = d["train_per_class"].get<int64_t>(); k > 0)
     run.train_subset = data::few_shot_indices(*run.train_set, k, seed);
-  if (const int64_t k = d["test_per_class"].get<int64_t>(); k > 0)
+  if (const int64_t k = d["test_per_class"].get<int64_t>(); k > 0 && options.evaluate_test.empty())
     run.test_subset = data::few_shot_indices(*run.test_set, k, seed + 1);
 
   // The teacher image encoder: pretrained, or trained by stage 0.
@@ -1360,6 +1415,10 @@ json run_experiment(const json& user_config, const std::string& where, const Run
   for (const auto& s : run.config["stages"]) stages.insert(s.get<std::string>());
   auto wants = [&](const char* s) { return stages.count(s) > 0; };
   run_labelled_pipeline(run, stages);
+  if (run.evaluate_only)
+    return {{"run_dir", run.dir.string()},
+            {"test", test_description},
+            {"evaluations", run.evaluations}};
   if (wants("student_text") && run.config["ablations"]["generations"].get<int64_t>() >= 2)
     stage_generations(run);
   if (wants("zeroshot")) stage_zeroshot(run);

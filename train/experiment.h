@@ -39,6 +39,12 @@ struct RunOptions {
   // folder or a new one. Finished stages they depend on are loaded from the folder; missing ones
   // are run first. The folder's config must match apart from its stage list.
   std::vector<std::string> only_stages;
+  // `distill eval`: with only_stages, load those finished stages (teacher, probe, head,
+  // student_*) from the run folder and evaluate them on the config's test split, or on
+  // `evaluate_test` (a dataset spec) when given. Nothing trains and nothing in the folder changes;
+  // run_experiment then returns {"run_dir", "test", "evaluations": {stage: metrics}}.
+  bool evaluate_only = false;
+  std::string evaluate_test;
 };
 
 // The config with every default filled in (what runs/<name>/config.json holds). Unknown keys and

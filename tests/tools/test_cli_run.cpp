@@ -52,7 +52,7 @@ TEST(CliRun, CheckPassesTheSmokeConfigAndRejectsBadKeys) {
 
 // train-head then train-student in one folder: each runs its stage and what it needs, reusing
 // what the folder holds; config.json accumulates the stages asked for.
-TEST(CliRun, TrainHeadThenTrainStudentShareTheRunFolder) {
+TEST(CliRun, TrainHeadTrainStudentAndEvalShareTheRunFolder) {
   const std::string root = DISTILL_SOURCE_DIR;
   if (!std::filesystem::exists(root + "/../shared/data/cifar10-jpg/test-0000.tar"))
     GTEST_SKIP() << "real CIFAR-10 shards not found under ../shared/data";
@@ -88,6 +88,31 @@ TEST(CliRun, TrainHeadThenTrainStudentShareTheRunFolder) {
   const auto summary = nlohmann::json::parse(std::ifstream(dir / "summary.json"));
   for (const char* stage : {"teacher", "head", "probe", "student_notext"})
     EXPECT_TRUE(summary["stages"].contains(stage)) << stage;
+
+  // eval: the stored numbers again on the same test split, another split on request, and a
+  // clear error for a stage that never ran; the folder is left as it was.
+  const auto config_time = std::filesystem::last_write_time(dir / "config.json");
+  const auto metrics_size = std::filesystem::file_size(dir / "metrics.jsonl");
+  const std::string where =
+      " --config " + config + " --runs-dir " + tmp.path().string() + " --name r";
+  const auto again = run_distill("eval --json --stage student_notext,head" + where, false);
+  ASSERT_FALSE(again.out.empty());
+  const auto evaluated = nlohmann::json::parse(again.out);
+  for (const char* stage : {"student_notext", "head"})
+    EXPECT_DOUBLE_EQ(evaluated["evaluations"][stage]["top1"].get<double>(),
+                     summary["stages"][stage]["top1"].get<double>())
+        << stage;
+  const auto other = run_distill("eval --json --stage student_notext --test " + root +
+                                     "/../shared/data/cifar10-jpg/train-0000.tar" + where,
+                                 false);
+  ASSERT_FALSE(other.out.empty());
+  EXPECT_EQ(nlohmann::json::parse(other.out)["evaluations"]["student_notext"]["metrics"]["count"],
+            10000);
+  const auto missing = run_distill("eval --stage student_text" + where);
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.out.find("student_text.safetensors"), std::string::npos) << missing.out;
+  EXPECT_EQ(std::filesystem::last_write_time(dir / "config.json"), config_time);
+  EXPECT_EQ(std::filesystem::file_size(dir / "metrics.jsonl"), metrics_size);
 
   const auto bad = run_distill("train-student --teacher oracle" + common);
   EXPECT_EQ(bad.exit_code, 2);
