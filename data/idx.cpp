@@ -59,14 +59,17 @@ std::vector<int64_t> parse_header(const std::vector<uint8_t>& bytes, const std::
   const size_t header = 4 + 4 * static_cast<size_t>(ndims);
   DISTILL_CHECK(bytes.size() >= header, path, ": truncated IDX header");
   std::vector<int64_t> dims;
-  int64_t total = 1;
+  // Each dimension is up to 2^32 - 1: the product of three overflows 64 bits, so compare with the
+  // file size as it grows instead of trusting it.
+  uint64_t total = 1;
+  bool too_big = false;
   for (int d = 0; d < ndims; ++d) {
     dims.push_back(be32(bytes.data() + 4 + 4 * d));
-    total *= dims.back();
+    too_big = too_big || __builtin_mul_overflow(total, static_cast<uint64_t>(dims.back()), &total);
   }
-  DISTILL_CHECK(bytes.size() == header + static_cast<size_t>(total), path, ": IDX header says ",
-                total, " bytes of data, the file has ", bytes.size() - header,
-                " (truncated or corrupt)");
+  const std::string claimed = too_big ? "more than 2^64" : std::to_string(total);
+  DISTILL_CHECK(!too_big && bytes.size() - header == total, path, ": IDX header says ", claimed,
+                " bytes of data, the file has ", bytes.size() - header, " (truncated or corrupt)");
   return dims;
 }
 
@@ -81,6 +84,10 @@ IdxDataset::IdxDataset(const std::string& images_path, const std::string& labels
   const auto ldims = parse_header(label_bytes, labels_path, 1, "labels");
   DISTILL_CHECK(idims[0] == ldims[0], images_path, " has ", idims[0], " images but ", labels_path,
                 " has ", ldims[0], " labels");
+  // Sizes that would not fit an Image's int sides (possible with zero images) are corrupt too.
+  DISTILL_CHECK(idims[1] >= 1 && idims[1] <= 65535 && idims[2] >= 1 && idims[2] <= 65535,
+                images_path, ": IDX image size ", idims[1], " x ", idims[2],
+                " is not a plausible image size (corrupt header)");
   rows_ = static_cast<int>(idims[1]);
   cols_ = static_cast<int>(idims[2]);
   if (class_names.empty()) {

@@ -26,6 +26,9 @@
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_NO_STDIO  // every input arrives as bytes (files, tar members, CIFAR records)
+// stb's PNM header parser overflows a signed int on long numbers (undefined behaviour, found by
+// tests/fuzz/fuzz_image); no dataset format here uses PNM.
+#define STBI_NO_PNM
 #define STBI_FAILURE_USERMSG
 #include <stb_image.h>
 #define STB_IMAGE_WRITE_IMPLEMENTATION
@@ -63,9 +66,10 @@ void jpeg_emit_message(j_common_ptr cinfo, int msg_level) {
   }
 }
 
-// PIL's decompression-bomb limit (2 x Image.MAX_IMAGE_PIXELS): a damaged or hostile header can
-// claim 65500 x 65500 pixels in a few bytes, and we would allocate (and clear) 12 GB for it.
-constexpr uint64_t kMaxJpegPixels = 2 * 89478485ull;
+// PIL's decompression-bomb limit (2 x Image.MAX_IMAGE_PIXELS), for every format: a damaged or
+// hostile header can claim 65500 x 65500 pixels in a few bytes, and we would allocate (and clear)
+// 12 GB for it (a 40-byte GIF made stb_image ask for gigabytes).
+constexpr uint64_t kMaxPixels = 2 * 89478485ull;
 
 // PIL's CMYK to RGB (Convert.c cmyk2rgb) on the values of its "CMYK;I" raw mode: PIL assumes
 // Adobe's inverted CMYK for every 4-channel JPEG, so libjpeg's output v is PIL's 255 - v.
@@ -99,11 +103,11 @@ bool decode_jpeg_into(const uint8_t* bytes, size_t size, Image& out, std::vector
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, bytes, static_cast<unsigned long>(size));
   jpeg_read_header(&cinfo, TRUE);
-  if (uint64_t{cinfo.image_width} * cinfo.image_height > kMaxJpegPixels) {
+  if (uint64_t{cinfo.image_width} * cinfo.image_height > kMaxPixels) {
     std::snprintf(err.message, sizeof err.message,
                   "%u x %u pixels: over PIL's decompression-bomb limit of %llu pixels",
                   cinfo.image_width, cinfo.image_height,
-                  static_cast<unsigned long long>(kMaxJpegPixels));
+                  static_cast<unsigned long long>(kMaxPixels));
     jpeg_destroy_decompress(&cinfo);
     return false;
   }
@@ -156,6 +160,11 @@ Image decode_image(const uint8_t* bytes, size_t size, const std::string& what) {
     return img;
   }
   int w = 0, h = 0, channels_in_file = 0;
+  // stb_image allocates what the header claims before it reads the pixels: check the size first.
+  if (stbi_info_from_memory(bytes, static_cast<int>(size), &w, &h, &channels_in_file) &&
+      uint64_t(w) * uint64_t(h) > kMaxPixels)
+    fail(what, ": cannot decode image (", w, " x ", h,
+         " pixels: over PIL's decompression-bomb limit of ", kMaxPixels, " pixels)");
   // Ask for 3 channels: stb replicates grey and drops alpha.
   stbi_uc* px = stbi_load_from_memory(bytes, static_cast<int>(size), &w, &h, &channels_in_file,
                                       Image::kChannels);

@@ -131,9 +131,11 @@ bool TarReader::next(TarMember& member) {
       if (!prefix.empty()) name = prefix + "/" + name;
     }
     if (have_long_name) name = long_name;
-    DISTILL_CHECK(data_offset + size <= file_size_, path_, ": truncated tar: member '", name,
-                  "' at offset ", offset, " needs ", size, " bytes of data, only ",
-                  file_size_ - std::min(file_size_, data_offset), " remain");
+    // Compared without adding: a base-256 size near 2^64 would wrap data_offset + size around.
+    DISTILL_CHECK(size <= file_size_ - std::min(file_size_, data_offset), path_,
+                  ": truncated tar: member '", name, "' at offset ", offset, " needs ", size,
+                  " bytes of data, only ", file_size_ - std::min(file_size_, data_offset),
+                  " remain");
     const char type = static_cast<char>(h[156]);
     if (type == 'L' || type == 'x') {
       // GNU long name or pax header: its data names the next member.

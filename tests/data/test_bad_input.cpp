@@ -2,6 +2,8 @@
 // skip_bad_samples a skipped-sample count and message for the caller to print.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "core/error.h"
@@ -10,6 +12,7 @@
 #include "data/idx.h"
 #include "data/image_folder.h"
 #include "data/loader.h"
+#include "data/tar.h"
 #include "data/webdataset.h"
 #include "tests/data/data_test_util.h"
 
@@ -196,6 +199,70 @@ TEST(BadInput, MissingCaptionImage) {
   const auto items = read_captions(dir / "caps.tsv", "", ReaderOptions{true}, &log);
   EXPECT_EQ(items.size(), 1u);
   EXPECT_EQ(log.count, 1);
+}
+
+// Found by tests/fuzz/fuzz_idx: three 32-bit dimensions overflowed the int64 size product
+// (undefined behaviour) instead of failing the size check.
+TEST(BadInput, IdxHeaderDimensionsOverflow) {
+  ScratchDir dir;
+  write_idx(dir / "labels", {1}, {0});
+  const std::vector<uint8_t> images = {0, 0, 8, 3, 0x4e, 0x4e, 0x4e, 0x4e, 0x4e, 0,
+                                       1, 0, 0, 0, 1,    0,    0,    0,    1,    0x80};
+  write_bytes(dir / "images", images);
+  const std::string msg = error_of([&] { IdxDataset ds(dir / "images", dir / "labels"); });
+  EXPECT_MESSAGE_HAS(msg, "images: IDX header says more than 2^64 bytes of data");
+  // Zero images of an absurd size: the sizes alone are corrupt.
+  write_idx(dir / "labels0", {0}, {});
+  write_bytes(dir / "images0", {0, 0, 8, 3, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1});
+  EXPECT_MESSAGE_HAS(error_of([&] { IdxDataset ds(dir / "images0", dir / "labels0"); }),
+                     "is not a plausible image size");
+}
+
+// A tar header whose base-256 size is 2^64 - 512: data_offset + size wrapped to 0, passed the
+// truncation check, and the reader then tried to allocate 2^64 bytes.
+TEST(BadInput, TarSizeFieldThatWrapsAround) {
+  ScratchDir dir;
+  for (char type : {'0', 'L'}) {
+    std::vector<uint8_t> h(512, 0);
+    std::memcpy(h.data(), "big.cls", 7);
+    std::memcpy(h.data() + 100, "0000644", 7);
+    h[124] = 0x80;  // base-256 size
+    for (int i = 128; i < 136; ++i) h[i] = 0xff;
+    h[134] = 0xfe;
+    h[135] = 0x00;
+    h[156] = static_cast<uint8_t>(type);
+    std::memcpy(h.data() + 257, "ustar", 6);
+    std::memset(h.data() + 148, ' ', 8);
+    unsigned sum = 0;
+    for (uint8_t b : h) sum += b;
+    std::snprintf(reinterpret_cast<char*>(h.data() + 148), 8, "%06o", sum);
+    h.resize(512 * 3, 0);
+    write_bytes(dir / "wrap.tar", h);
+    const std::string msg = error_of([&] {
+      TarReader tar(dir / "wrap.tar");
+      TarMember member;
+      while (tar.next(member)) tar.read_data();
+    });
+    EXPECT_MESSAGE_HAS(msg, "wrap.tar: truncated tar: member");
+  }
+}
+
+// Found by tests/fuzz/fuzz_image: a 40-byte GIF claiming a huge canvas made stb_image allocate
+// gigabytes; every format now has PIL's decompression-bomb limit, as JPEG had.
+TEST(BadInput, ImageHeaderClaimingHugeSize) {
+  std::vector<uint8_t> gif = {'G', 'I', 'F', '8', '9', 'a', 0xff, 0xff, 0xff, 0xff, 0x00, 0, 0};
+  gif.resize(64, 0);
+  const std::string msg = error_of([&] { decode_image(gif.data(), gif.size(), "huge.gif"); });
+  EXPECT_MESSAGE_HAS(msg, "huge.gif: cannot decode image (65535 x 65535 pixels");
+}
+
+// Found by tests/fuzz/fuzz_image: stb_image's PNM reader overflowed a signed int on a long width
+// (undefined behaviour); PNM is not built in, so this is a clean "cannot decode".
+TEST(BadInput, PnmWithHugeWidthIsRejected) {
+  const std::string pnm = "P6 21111111110 1 255\n";
+  const std::vector<uint8_t> bytes(pnm.begin(), pnm.end());
+  EXPECT_MESSAGE_HAS(error_of([&] { decode_image(bytes.data(), bytes.size(), "x.ppm"); }),
+                     "x.ppm: cannot decode image");
 }
 
 }  // namespace
