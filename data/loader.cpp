@@ -166,7 +166,7 @@ int64_t DataLoader::batches_per_epoch() const {
   return options_.drop_last ? n / bs : (n + bs - 1) / bs;
 }
 
-void DataLoader::stop_epoch() {
+std::exception_ptr DataLoader::stop_epoch() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
@@ -184,7 +184,9 @@ void DataLoader::stop_epoch() {
   produced_ = 0;
   queue_.clear();
   pending_.clear();
+  std::exception_ptr error = error_;
   error_ = nullptr;
+  return error;
 }
 
 void DataLoader::start_epoch(int64_t epoch) {
@@ -204,10 +206,13 @@ BadSampleLog DataLoader::epoch_skipped() const {
   return skipped_;
 }
 
-void DataLoader::record_error(std::exception_ptr e) {
+void DataLoader::record_error(std::exception_ptr e, int64_t seq) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!error_) error_ = e;
+    if (!error_ || seq < error_seq_) {
+      error_ = e;
+      error_seq_ = seq;
+    }
   }
   cv_.notify_all();
 }
@@ -220,7 +225,7 @@ void DataLoader::produce() {
       produce_shards();
     }
   } catch (...) {
-    record_error(std::current_exception());
+    record_error(std::current_exception(), -1);
   }
 }
 
@@ -359,7 +364,7 @@ void DataLoader::work() {
                         static_cast<uint64_t>(item.id), batch->images() + slot * per_sample);
     } catch (const std::exception& e) {
       if (!options_.skip_bad_samples) {
-        record_error(std::current_exception());
+        record_error(std::current_exception(), item.seq);
         return;
       }
       problem = e.what();
@@ -398,9 +403,10 @@ bool DataLoader::next(Batch& out) {
         return it != pending_.end() && it->second->done == it->second->expected;
       });
       if (error_) {
-        const std::exception_ptr e = error_;
         lock.unlock();
-        stop_epoch();
+        // Join the workers first: one still decoding an earlier sample may fail too, and the
+        // earliest failure is the one reported.
+        const std::exception_ptr e = stop_epoch();
         std::lock_guard<std::mutex> relock(mutex_);
         ended_ = true;
         std::rethrow_exception(e);

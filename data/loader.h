@@ -90,14 +90,16 @@ class DataLoader {
   };
   struct Pending;  // a batch being filled
 
-  void stop_epoch();
+  std::exception_ptr stop_epoch();  // joins the threads; returns the epoch's error
   void produce();
   void produce_map();
   void produce_shards();
   bool push(WorkItem item);  // false when the epoch is being stopped
   void work();
   void finish_producing(int64_t total);
-  void record_error(std::exception_ptr e);
+  // Keeps the error of the earliest sample (`seq` in epoch order; the producer's own errors use
+  // -1), so that which bad file is reported does not depend on which worker failed first.
+  void record_error(std::exception_ptr e, int64_t seq);
 
   std::shared_ptr<const Dataset> dataset_;
   std::vector<int64_t> subset_;
@@ -121,6 +123,7 @@ class DataLoader {
   std::map<int64_t, std::unique_ptr<Pending>> pending_;
   BadSampleLog skipped_;
   std::exception_ptr error_;
+  int64_t error_seq_ = 0;
   std::thread producer_;
   std::vector<std::thread> workers_;
 };
