@@ -320,18 +320,25 @@ json train_stage(Run& run, const std::string& stage, nn::Module& model, const js
   return seen_json(class_counts);
 }
 
+// One pass without gradients, in the run's precision, over a loader (evaluation, features,
+// cached targets): `fn` gets each batch as loaded (host labels and ids) and on the run's device.
+void for_each_batch(
+    Run& run, data::DataLoader& loader,
+    const std::function<void(const data::Batch& host, const data::Batch& dev)>& fn) {
+  NoGradGuard no_grad;
+  AutocastGuard autocast(DType::BF16, run.bf16);
+  loader.start_epoch(0);
+  data::Batch batch;
+  while (loader.next(batch)) fn(batch, batch.to(run.device));
+}
+
 ClassificationMetrics evaluate(Run& run,
                                const std::function<Tensor(const data::Batch&)>& logits_of) {
   auto loader = make_loader(run, Split::test, 0, /*augment=*/false);
   ClassificationMetrics metrics(run.num_classes);
-  NoGradGuard no_grad;
-  AutocastGuard autocast(DType::BF16, run.bf16);
-  loader->start_epoch(0);
-  data::Batch batch;
-  while (loader->next(batch)) {
-    const data::Batch b = batch.to(run.device);
-    metrics.update(to_device(to_dtype(logits_of(b), DType::F32), Device::cpu()), batch.labels);
-  }
+  for_each_batch(run, *loader, [&](const data::Batch& host, const data::Batch& dev) {
+    metrics.update(to_device(to_dtype(logits_of(dev), DType::F32), Device::cpu()), host.labels);
+  });
   return metrics;
 }
 
@@ -442,19 +449,12 @@ void stage_probe(Run& run) {
   auto loader = make_loader(run, Split::labelled, 0, /*augment=*/false);
   std::vector<Tensor> feats, labels;
   std::vector<int64_t> class_counts(static_cast<size_t>(run.num_classes), 0);
-  {
-    NoGradGuard no_grad;
-    AutocastGuard autocast(DType::BF16, run.bf16);
-    loader->start_epoch(0);
-    data::Batch batch;
-    while (loader->next(batch)) {
-      feats.push_back(
-          to_dtype(run.teacher->encode(batch.to(run.device).images).pooled, DType::F32));
-      labels.push_back(batch.labels);
-      for (int64_t i = 0; i < batch.size(); ++i)
-        ++class_counts[static_cast<size_t>(batch.labels.data<int64_t>()[i])];
-    }
-  }
+  for_each_batch(run, *loader, [&](const data::Batch& host, const data::Batch& dev) {
+    feats.push_back(to_dtype(run.teacher->encode(dev.images).pooled, DType::F32));
+    labels.push_back(host.labels);
+    for (int64_t i = 0; i < host.size(); ++i)
+      ++class_counts[static_cast<size_t>(host.labels.data<int64_t>()[i])];
+  });
   const Tensor x = concat(feats, 0), y = concat(labels, 0);
   const json& cfg = run.config["probe"];
   const int64_t n = x.size(0), bs = cfg["batch_size"].get<int64_t>();
@@ -567,17 +567,10 @@ CachedTargets cache_targets(Run& run, const std::string& stage, const LogitsFn& 
     auto loader = make_loader(run, Split::train, 0, /*augment=*/false);
     std::vector<Tensor> rows;
     std::vector<int64_t> id_list;
-    {
-      NoGradGuard no_grad;
-      AutocastGuard autocast(DType::BF16, run.bf16);
-      loader->start_epoch(0);
-      data::Batch batch;
-      while (loader->next(batch)) {
-        rows.push_back(
-            to_device(to_dtype(teacher_logits(batch.to(run.device)), DType::F32), Device::cpu()));
-        id_list.insert(id_list.end(), batch.ids.begin(), batch.ids.end());
-      }
-    }
+    for_each_batch(run, *loader, [&](const data::Batch& host, const data::Batch& dev) {
+      rows.push_back(to_device(to_dtype(teacher_logits(dev), DType::F32), Device::cpu()));
+      id_list.insert(id_list.end(), host.ids.begin(), host.ids.end());
+    });
     c.logits = concat(rows, 0).contiguous();
     ids = Tensor::from_vector(id_list, {static_cast<int64_t>(id_list.size())});
     // The ids go first: a logits file (renamed into place last) marks a complete cache.
@@ -772,17 +765,12 @@ Tensor encode_texts(Run& run, const std::vector<std::string>& texts) {
 // Pooled embeddings of every image a loader reads, one [N, d] F32 CPU tensor per encoder.
 std::vector<Tensor> pooled_embeddings(Run& run, data::DataLoader& loader,
                                       const std::vector<models::ImageEncoder*>& encoders) {
-  NoGradGuard no_grad;
-  AutocastGuard autocast(DType::BF16, run.bf16);
   std::vector<std::vector<Tensor>> parts(encoders.size());
-  loader.start_epoch(0);
-  data::Batch batch;
-  while (loader.next(batch)) {
-    const Tensor images = batch.to(run.device).images;
+  for_each_batch(run, loader, [&](const data::Batch&, const data::Batch& dev) {
     for (size_t e = 0; e < encoders.size(); ++e)
       parts[e].push_back(
-          to_device(to_dtype(encoders[e]->encode(images).pooled, DType::F32), Device::cpu()));
-  }
+          to_device(to_dtype(encoders[e]->encode(dev.images).pooled, DType::F32), Device::cpu()));
+  });
   std::vector<Tensor> out;
   for (const auto& p : parts) out.push_back(concat(p, 0).contiguous());
   return out;

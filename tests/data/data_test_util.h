@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "data/image.h"
 #include "kernels/philox.h"
 
@@ -87,4 +88,18 @@ inline std::string shared_data_dir() {
                    << (sub) << " (see ../shared/data/README.md)";                                  \
   } while (0)
 
+// Runs `fn` and returns the message of the distill::Error it throws ("" if none).
+template <typename Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 }  // namespace distill::testing
+
+#define EXPECT_MESSAGE_HAS(message, part) \
+  EXPECT_NE((message).find(part), std::string::npos) << "message: " << (message)

@@ -24,19 +24,7 @@ using testing::ScratchDir;
 using testing::write_bytes;
 using testing::write_text;
 
-// Runs `fn` and returns the message of the distill::Error it throws ("" if none).
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-#define EXPECT_MESSAGE_HAS(message, part) \
-  EXPECT_NE((message).find(part), std::string::npos) << "message: " << (message)
+using testing::error_of;
 
 // A shard with `n` good samples (32x32 PNGs), labels k % 10.
 TarWriter good_shard(int n, int first = 0) {

@@ -23,18 +23,7 @@ std::vector<uint8_t> fixture_bytes(const std::string& name) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-#define EXPECT_MESSAGE_HAS(message, part) \
-  EXPECT_NE((message).find(part), std::string::npos) << "message: " << (message)
+using testing::error_of;
 
 // 4:2:0, 4:2:2, 4:4:4, progressive, restart markers, grey and CMYK, all at odd sizes (partial
 // MCUs): the same decoder at the same settings gives PIL's pixels exactly.
