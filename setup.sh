@@ -21,7 +21,7 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 # ---- system packages (Debian names). The CUDA toolkit is not installed here: it is large and
 # comes from NVIDIA; with nvcc on PATH (or in /usr/local/cuda/bin) the CUDA backend is built.
 PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev nlohmann-json3-dev libstb-dev
-          libgtest-dev googletest zlib1g-dev libjpeg62-turbo-dev)
+          libgtest-dev googletest zlib1g-dev libjpeg62-turbo-dev openmpi-bin libopenmpi-dev)
 say "checking system packages: ${PACKAGES[*]}"
 missing=()
 for p in "${PACKAGES[@]}"; do

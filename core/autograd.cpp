@@ -1,10 +1,13 @@
 #include "core/autograd.h"
 
+#include <atomic>
+#include <mutex>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "core/autocast.h"
 #include "core/error.h"
+#include "core/grad_hooks.h"
 #include "core/ops.h"
 
 namespace distill {
@@ -71,6 +74,71 @@ void record(const Tensor& output, std::shared_ptr<Node> node, const std::vector<
 
 namespace {
 
+// Gradient-ready hooks by leaf. `g_hook_count` lets a backward without hooks skip the bookkeeping.
+struct LeafHook {
+  uint64_t id;
+  std::function<void()> fn;
+};
+std::mutex g_hooks_mutex;
+std::unordered_map<TensorImpl*, std::vector<LeafHook>> g_hooks;
+std::atomic<int64_t> g_hook_count{0};
+uint64_t g_next_hook_id = 1;
+
+void remove_hook(uint64_t id) {
+  std::lock_guard<std::mutex> lock(g_hooks_mutex);
+  for (auto it = g_hooks.begin(); it != g_hooks.end(); ++it) {
+    auto& v = it->second;
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (v[i].id != id) continue;
+      v.erase(v.begin() + static_cast<std::ptrdiff_t>(i));
+      if (v.empty()) g_hooks.erase(it);
+      --g_hook_count;
+      return;
+    }
+  }
+}
+
+// The hooks of `leaf`, copied so that they run without the lock (a hook may add or remove hooks).
+std::vector<std::function<void()>> hooks_of(TensorImpl* leaf) {
+  std::lock_guard<std::mutex> lock(g_hooks_mutex);
+  std::vector<std::function<void()>> out;
+  if (auto it = g_hooks.find(leaf); it != g_hooks.end())
+    for (const auto& h : it->second) out.push_back(h.fn);
+  return out;
+}
+
+void run_hooks(TensorImpl* leaf) {
+  for (const auto& fn : hooks_of(leaf)) fn();
+}
+
+}  // namespace
+
+GradHookHandle& GradHookHandle::operator=(GradHookHandle&& o) noexcept {
+  if (this != &o) {
+    if (id_) remove_hook(id_);
+    id_ = o.id_;
+    o.id_ = 0;
+  }
+  return *this;
+}
+
+GradHookHandle::~GradHookHandle() {
+  if (id_) remove_hook(id_);
+}
+
+GradHookHandle add_grad_ready_hook(const Tensor& leaf, std::function<void()> hook) {
+  DISTILL_CHECK(leaf.defined() && !leaf.grad_fn(),
+                "add_grad_ready_hook: ", leaf.defined() ? leaf.describe() : "undefined",
+                " is not a leaf tensor");
+  std::lock_guard<std::mutex> lock(g_hooks_mutex);
+  const uint64_t id = g_next_hook_id++;
+  g_hooks[leaf.impl()].push_back({id, std::move(hook)});
+  ++g_hook_count;
+  return GradHookHandle(id);
+}
+
+namespace {
+
 void accumulate_leaf(TensorImpl* leaf, const Tensor& g) {
   if (!leaf->grad.defined()) {
     // Own the gradient: the incoming tensor may alias a buffer a node saved or a view.
@@ -97,19 +165,24 @@ void run_backward(const Tensor& root, const Tensor& grad_in) {
   }
   DISTILL_CHECK(grad.shape() == root.shape(), "backward: gradient ", grad.describe(),
                 " does not match output ", root.describe());
+  const bool hooks = g_hook_count.load() > 0;
   if (!root.grad_fn()) {
     accumulate_leaf(root.impl(), grad);
+    if (hooks) run_hooks(root.impl());
     return;
   }
 
   // Count, for every reachable node, how many edges point at it (its consumers).
   std::unordered_map<Node*, int> dependencies;
+  // With hooks: how many edges point at each leaf, so a leaf's hooks run after its last one.
+  std::unordered_map<TensorImpl*, int> leaf_edges;
   std::vector<Node*> stack{root.grad_fn().get()};
   std::unordered_set<Node*> seen{root.grad_fn().get()};
   while (!stack.empty()) {
     Node* n = stack.back();
     stack.pop_back();
     for (const Edge& e : n->inputs) {
+      if (hooks && e.leaf) leaf_edges[e.leaf.get()]++;
       if (!e.fn) continue;
       dependencies[e.fn.get()]++;
       if (seen.insert(e.fn.get()).second) stack.push_back(e.fn.get());
@@ -146,8 +219,9 @@ void run_backward(const Tensor& root, const Tensor& grad_in) {
           acc = acc.defined() ? add(acc, gi) : gi;
         }
         if (--dependencies[e.fn.get()] == 0) ready.push_back(e.fn.get());
-      } else if (e.leaf && gi.defined()) {
-        accumulate_leaf(e.leaf.get(), gi);
+      } else if (e.leaf) {
+        if (gi.defined()) accumulate_leaf(e.leaf.get(), gi);
+        if (hooks && --leaf_edges[e.leaf.get()] == 0) run_hooks(e.leaf.get());
       }
     }
   }

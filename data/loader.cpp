@@ -140,6 +140,9 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset,
   num_classes_ = dataset_->num_classes();
   DISTILL_CHECK(options_.batch_size > 0 && options_.workers > 0 && options_.prefetch_batches > 0,
                 "DataLoader: batch_size, workers and prefetch_batches must be positive");
+  DISTILL_CHECK(
+      options_.world_size > 0 && options_.rank >= 0 && options_.rank < options_.world_size,
+      "DataLoader: rank ", options_.rank, " is outside world size ", options_.world_size);
   pool_ = std::make_shared<BufferPool>(options_.pin_memory && cuda_available());
 }
 
@@ -152,6 +155,9 @@ DataLoader::DataLoader(std::vector<std::string> shards, int64_t num_classes,
   DISTILL_CHECK(!shards_.empty() && transform_, "DataLoader: shards and transform are required");
   DISTILL_CHECK(options_.batch_size > 0 && options_.workers > 0 && options_.prefetch_batches > 0,
                 "DataLoader: batch_size, workers and prefetch_batches must be positive");
+  DISTILL_CHECK(
+      options_.world_size > 0 && options_.rank >= 0 && options_.rank < options_.world_size,
+      "DataLoader: rank ", options_.rank, " is outside world size ", options_.world_size);
   pool_ = std::make_shared<BufferPool>(options_.pin_memory && cuda_available());
 }
 
@@ -161,8 +167,17 @@ DataLoader::~DataLoader() {
 
 int64_t DataLoader::batches_per_epoch() const {
   if (!dataset_) return -1;
-  const int64_t n = subset_.empty() ? dataset_->size() : static_cast<int64_t>(subset_.size());
+  int64_t n = subset_.empty() ? dataset_->size() : static_cast<int64_t>(subset_.size());
   const int64_t bs = options_.batch_size;
+  if (options_.world_size > 1) {  // this rank's share (rank_slice)
+    const int64_t global = bs * options_.world_size, full = n / global, rest = n % global;
+    const int64_t part = (rest + options_.world_size - 1) / options_.world_size;
+    const int64_t mine = options_.drop_last
+                             ? 0
+                             : std::max<int64_t>(0, std::min(rest, (options_.rank + 1) * part) -
+                                                        std::min(rest, options_.rank * part));
+    n = full * bs + mine;
+  }
   return options_.drop_last ? n / bs : (n + bs - 1) / bs;
 }
 
@@ -282,6 +297,9 @@ void DataLoader::produce_map() {
     for (size_t i = 0; i < order.size(); ++i) shuffled[i] = order[static_cast<size_t>(perm[i])];
     order = std::move(shuffled);
   }
+  if (options_.world_size > 1)
+    order = rank_slice(order, options_.batch_size, options_.world_size, options_.rank,
+                       options_.drop_last);
   for (int64_t index : order) {
     WorkItem item{0, index, dataset_->label(index), index, {}, {}};
     if (!push(std::move(item))) return;
@@ -307,6 +325,29 @@ void DataLoader::produce_shards() {
       options_.shuffle ? static_cast<size_t>(std::max<int64_t>(1, options_.shuffle_buffer)) : 0;
   std::vector<WorkItem> buffer;
   int64_t total = 0;
+  // Data-parallel: the stream is cut into global batches and only this rank's slice is pushed
+  // (and decoded); `global_batch` holds the samples of the global batch being filled.
+  const int world = options_.world_size, rank = options_.rank;
+  const int64_t global_size = options_.batch_size * world;
+  std::vector<WorkItem> global_batch;
+  auto emit_slice = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      if (!push(std::move(global_batch[static_cast<size_t>(i)]))) return false;
+      ++total;
+    }
+    global_batch.clear();
+    return true;
+  };
+  auto emit = [&](WorkItem item) {
+    if (world == 1) {
+      if (!push(std::move(item))) return false;
+      ++total;
+      return true;
+    }
+    global_batch.push_back(std::move(item));
+    if (static_cast<int64_t>(global_batch.size()) < global_size) return true;
+    return emit_slice(rank * options_.batch_size, (rank + 1) * options_.batch_size);
+  };
   for (int64_t s : shard_order) {
     ReaderOptions reader_options;
     reader_options.skip_bad_samples = options_.skip_bad_samples;
@@ -321,8 +362,7 @@ void DataLoader::produce_shards() {
         continue;
       }
       if (capacity > 0) std::swap(item, buffer[draw(capacity)]);
-      if (!push(std::move(item))) return;
-      ++total;
+      if (!emit(std::move(item))) return;
     }
     std::lock_guard<std::mutex> lock(mutex_);
     skipped_.merge(reader.skipped());
@@ -332,8 +372,12 @@ void DataLoader::produce_shards() {
     WorkItem item = std::move(buffer[j]);
     buffer[j] = std::move(buffer.back());
     buffer.pop_back();
-    if (!push(std::move(item))) return;
-    ++total;
+    if (!emit(std::move(item))) return;
+  }
+  if (!global_batch.empty() && !options_.drop_last) {  // rank_slice's rule for the rest
+    const int64_t rest = static_cast<int64_t>(global_batch.size());
+    const int64_t part = (rest + world - 1) / world;
+    if (!emit_slice(std::min(rest, rank * part), std::min(rest, (rank + 1) * part))) return;
   }
   finish_producing(total);
 }

@@ -38,6 +38,12 @@ struct LoaderOptions {
   int64_t shuffle_buffer = 2000;  // tar shards: samples held for shuffling across shard order
   bool skip_bad_samples = false;
   bool pin_memory = true;  // pinned host buffers when a GPU is present
+  // Data-parallel sharding (data/sampling.h rank_slice): every rank builds the same epoch order
+  // from the shared seed and keeps its slice of each global batch of world_size * batch_size.
+  // Tar shards: every rank reads the same shuffled stream and decodes only its own samples.
+  // drop_last then drops the last incomplete global batch.
+  int rank = 0;
+  int world_size = 1;
 };
 
 struct Batch {

@@ -71,4 +71,28 @@ std::vector<int64_t> complement_indices(int64_t n, const std::vector<int64_t>& s
   return out;
 }
 
+std::vector<int64_t> rank_slice(const std::vector<int64_t>& order, int64_t batch_size,
+                                int world_size, int rank, bool drop_last) {
+  DISTILL_CHECK(batch_size > 0 && world_size > 0 && rank >= 0 && rank < world_size,
+                "rank_slice: bad batch size ", batch_size, ", world size ", world_size, " or rank ",
+                rank);
+  const int64_t n = static_cast<int64_t>(order.size());
+  const int64_t global = batch_size * world_size;
+  const int64_t full = n / global;
+  std::vector<int64_t> out;
+  out.reserve(static_cast<size_t>((full + 1) * batch_size));
+  auto take = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) out.push_back(order[static_cast<size_t>(i)]);
+  };
+  for (int64_t b = 0; b < full; ++b)
+    take(b * global + rank * batch_size, b * global + (rank + 1) * batch_size);
+  const int64_t rest = n - full * global;
+  if (rest > 0 && !drop_last) {
+    const int64_t part = (rest + world_size - 1) / world_size;
+    const int64_t begin = std::min(rest, rank * part), end = std::min(rest, (rank + 1) * part);
+    take(full * global + begin, full * global + end);
+  }
+  return out;
+}
+
 }  // namespace distill::data

@@ -25,4 +25,13 @@ std::vector<int64_t> few_shot_indices(const Dataset& dataset, int64_t k, uint64_
 // 0..n-1 without `subset` (the unlabelled rest for few-shot runs), sorted.
 std::vector<int64_t> complement_indices(int64_t n, const std::vector<int64_t>& subset);
 
+// Data-parallel sharding of one epoch's sample order: `order` is cut into global batches of
+// world_size * batch_size and rank `rank` takes the contiguous slice [rank * batch_size,
+// (rank + 1) * batch_size) of each, so the ranks' batches together are exactly the batch a single
+// process with batch world_size * batch_size would read at that step, and no sample goes to two
+// ranks. A last, incomplete global batch is dropped with drop_last; otherwise it is split in
+// contiguous slices of ceil(rest / world_size) (the last ranks may get fewer samples, or none).
+std::vector<int64_t> rank_slice(const std::vector<int64_t>& order, int64_t batch_size,
+                                int world_size, int rank, bool drop_last);
+
 }  // namespace distill::data

@@ -2,9 +2,11 @@
 
 #include <cmath>
 
+#include "core/distributed.h"
 #include "core/error.h"
 #include "core/ops_conv.h"
 #include "core/ops_norm.h"
+#include "layers/sync_batch_norm.h"
 
 namespace distill::nn {
 
@@ -74,6 +76,8 @@ BatchNorm2d::BatchNorm2d(int64_t channels, double eps_, double momentum_)
 
 Tensor BatchNorm2d::forward(const Tensor& x) {
   if (is_training()) num_batches_tracked.fill_(num_batches_tracked.item() + 1);
+  if (is_training() && sync_batch_norm_enabled() && dist::distributed())
+    return sync_batch_norm(x, weight, bias, running_mean, running_var, momentum, eps);
   return batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
 }
 

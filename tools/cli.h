@@ -67,5 +67,6 @@ int info_model(const std::string& name, bool as_json, bool with_tensors);
 // (tools/bench_data.cpp).
 int cmd_info_data(int argc, char** argv);
 int bench_data(int argc, char** argv);
+int bench_allreduce(int argc, char** argv);  // tools/bench_allreduce.cpp
 
 }  // namespace distill::cli

@@ -222,6 +222,7 @@ int bench_kernels(const Args& args) {
 int cmd_bench(int argc, char** argv) {
   // `bench data` has options of its own (tools/bench_data.cpp).
   if (argc > 2 && std::string(argv[2]) == "data") return bench_data(argc, argv);
+  if (argc > 2 && std::string(argv[2]) == "allreduce") return bench_allreduce(argc, argv);
   Args args(
       "bench",
       {{"device", true, "cpu or cuda", "cuda when a GPU is present, else cpu"},
@@ -252,8 +253,10 @@ int cmd_bench(int argc, char** argv) {
       "           forward/backward, AdamW): ms, images/s, peak memory, MFU (PyTorch beside it:\n"
       "           tools/bench/torch_step.py)\n"
       "  data     data loader images/s on tar shards with training augmentation\n"
-      "           (see 'distill bench data --help')\n\n"
-      "usage: distill bench gemm|kernels|models|step|data [options]";
+      "           (see 'distill bench data --help')\n"
+      "  allreduce  all-reduce bandwidth by message size (MPI on the CPU, NCCL on GPUs; run\n"
+      "           under mpirun; see 'distill bench allreduce --help')\n\n"
+      "usage: distill bench gemm|kernels|models|step|data|allreduce [options]";
   if (args.flag("help") || args.positional().empty()) {
     std::fputs(args.help(summary).c_str(), args.flag("help") ? stdout : stderr);
     return args.flag("help") ? 0 : 2;
@@ -266,7 +269,7 @@ int cmd_bench(int argc, char** argv) {
   if (target == "models") return bench_models(args, bench_device(args, "models"));
   if (target == "step") return bench_step(args, bench_device(args, "step"));
   throw UsageError("distill bench: unknown benchmark '" + target +
-                   "' (available: gemm, kernels, models, step, data)");
+                   "' (available: gemm, kernels, models, step, data, allreduce)");
 }
 
 }  // namespace distill::cli

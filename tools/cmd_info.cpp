@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/device.h"
+#include "core/distributed.h"
 #include "core/threads.h"
 #include "kernels/device.h"
 #include "kernels/matmul.h"
@@ -48,6 +49,9 @@ int cmd_info(int argc, char** argv) {
   j["gpus"] = gpus;
   j["blas"] = kernels::cpu::blas_name();
   j["threads"] = num_threads();
+  j["distributed"] = {{"mpi", dist::mpi_compiled()},
+                      {"nccl", dist::nccl_compiled()},
+                      {"world_size", dist::world_size()}};
 
   if (args.flag("json")) {
     std::printf("%s\n", j.dump(2).c_str());
@@ -72,6 +76,9 @@ int cmd_info(int argc, char** argv) {
   }
   std::printf("  BLAS       %s\n", kernels::cpu::blas_name());
   std::printf("  threads    %d\n", num_threads());
+  std::printf("  parallel   MPI %s, NCCL %s, world size %d\n",
+              dist::mpi_compiled() ? "compiled in" : "not compiled in",
+              dist::nccl_compiled() ? "compiled in" : "not compiled in", dist::world_size());
   return 0;
 }
 

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/distributed.h"
 #include "core/error.h"
 #include "data/dataset_spec.h"
 #include "data/tokenizer.h"
@@ -115,9 +116,10 @@ int run_command(int argc, char** argv, const std::string& command, const std::st
     train::StopOnSignal stop_on_signal;  // Ctrl-C: finish the step, checkpoint, then stop
     summary = train::run_experiment(config, *path, opts);
   } catch (const train::Interrupted& e) {
-    std::fprintf(stderr, "%s: %s\n", who.c_str(), e.what());
+    if (dist::is_primary()) std::fprintf(stderr, "%s: %s\n", who.c_str(), e.what());
     return 128 + e.signal();
   }
+  if (!dist::is_primary()) return 0;  // rank 0 writes the report and prints
   const std::string html = train::write_html_report(summary["run_dir"].get<std::string>());
   std::printf("run finished: %s (report.html, report.md, summary.json, metrics.jsonl)\n",
               summary["run_dir"].get<std::string>().c_str());
@@ -186,6 +188,7 @@ int cmd_eval(int argc, char** argv) {
     if (!s.empty()) opts.only_stages.push_back(s);
   if (opts.only_stages.empty()) throw UsageError("distill eval: --stage is empty");
   const nlohmann::json result = train::run_experiment(config, *path, opts);
+  if (!dist::is_primary()) return 0;
   if (args.flag("json")) {
     std::printf("%s\n", result.dump(2).c_str());
     return 0;

@@ -4,6 +4,7 @@
 #include <exception>
 #include <string>
 
+#include "core/distributed.h"
 #include "core/error.h"
 #include "tools/cli.h"
 
@@ -63,12 +64,22 @@ int main(int argc, char** argv) {
   }
   for (const auto& c : kCommands) {
     if (name != c.name) continue;
+    // Under mpirun/srun every rank runs the command (core/distributed.h). A rank that fails
+    // ends the whole job: the others may be waiting for it in a collective.
+    namespace dist = distill::dist;
     try {
-      return c.run(argc, argv);
+      dist::init_from_environment();
+      const int code = c.run(argc, argv);
+      dist::finalize();
+      return code;
     } catch (const distill::cli::UsageError& e) {
+      if (dist::distributed())
+        dist::abort_all(
+            std::string("error: ") + e.what() + " (see 'distill " + c.name + " --help')", 2);
       std::fprintf(stderr, "error: %s\n(see 'distill %s --help')\n", e.what(), c.name);
       return 2;
     } catch (const std::exception& e) {
+      if (dist::distributed()) dist::abort_all(std::string("error: ") + e.what());
       std::fprintf(stderr, "error: %s\n", e.what());
       return 1;
     }

@@ -6,7 +6,7 @@
 #
 # Device time is scarce, so every stage runs under a share of one deadline (GPU_CHECK_SECONDS,
 # default 420) and a stage that runs out is cut, reported, and the script goes on.
-# STAGES (default: all of "tests step train sanitizer gemm kernels compile") picks the stages run
+# STAGES (default: all of "tests step train nccl sanitizer gemm kernels compile") picks the stages run
 # after the build; they run in that order, the most needed first.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -16,7 +16,7 @@ BUILD=build-gpu
 JOBS="$(nproc)"
 START=$(date +%s)
 DEADLINE=$((START + ${GPU_CHECK_SECONDS:-420}))
-STAGES=" ${STAGES:-tests step train sanitizer gemm kernels compile} "
+STAGES=" ${STAGES:-tests step train nccl sanitizer gemm kernels compile} "
 export PATH="/usr/local/cuda/bin:$PATH"
 status=0
 summary=()
@@ -101,7 +101,7 @@ if command -v ninja >/dev/null 2>&1; then GEN=(-G Ninja); fi
 if ((prebuilt)); then
   :
 elif echo "== build ($JOBS jobs) $(elapsed)" && cmake "${GEN[@]}" -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDISTILL_CUDA=ON \
-  -DCMAKE_CUDA_ARCHITECTURES=90 -DDISTILL_WERROR=OFF "${DEPS_ARG[@]}" >"$OUT/build.log" 2>&1 &&
+  -DCMAKE_CUDA_ARCHITECTURES=90 -DDISTILL_WERROR=OFF -DDISTILL_MPI=OFF "${DEPS_ARG[@]}" >"$OUT/build.log" 2>&1 &&
   timeout "$(budget 240)" cmake --build "$BUILD" -j "$JOBS" >>"$OUT/build.log" 2>&1; then
   note build ok "$(elapsed)"
 else
@@ -157,6 +157,18 @@ if want train && [[ -d .gpudata/cifar10-small ]]; then
   timeout "$(budget 100)" "$BUILD/distill" run --config configs/gpu-cifar10-student.json \
     --runs-dir "$BUILD/runs" >"$OUT/train.log" 2>&1
   note train "rc=$?" "$(grep -E 'top-1' "$OUT/train.log" | tr -s ' ' | paste -sd';')"
+fi
+
+# Data parallelism at world size 1 on the GPU: the gradient buckets and all-reduce through NCCL
+# for real (a one-rank communicator), then NCCL's all-reduce bandwidth by size.
+if want nccl; then
+  echo "== nccl $(elapsed)"
+  timeout "$(budget 30)" "$BUILD/distill_tests" --gtest_brief=1 \
+    --gtest_filter='GradientBuckets.*:Distributed.OneProcess*' >"$OUT/nccl.txt" 2>&1
+  note nccl-tests "rc=$?" "$(grep -cE '^\[  (PASSED|SKIPPED)' "$OUT/nccl.txt") summary lines"
+  timeout "$(budget 30)" "$BUILD/distill" bench allreduce --device cuda --max-bytes 256M \
+    --iters 10 >>"$OUT/nccl.txt" 2>&1
+  note bench-allreduce "rc=$?" "$(tail -n1 "$OUT/nccl.txt" | tr -s ' ')"
 fi
 
 if want sanitizer && command -v compute-sanitizer >/dev/null 2>&1; then

@@ -13,6 +13,7 @@
 
 #include "core/autocast.h"
 #include "core/autograd.h"
+#include "core/distributed.h"
 #include "core/error.h"
 #include "core/npy.h"
 #include "core/safetensors.h"
@@ -23,11 +24,14 @@
 #include "data/sampling.h"
 #include "data/tokenizer.h"
 #include "data/webdataset.h"
+#include "kernels/device.h"
+#include "layers/sync_batch_norm.h"
 #include "models/bert.h"
 #include "models/convert.h"
 #include "models/head.h"
 #include "train/atomic_file.h"
 #include "train/checkpoint.h"
+#include "train/data_parallel.h"
 #include "train/interrupt.h"
 #include "train/losses.h"
 #include "train/metrics.h"
@@ -118,6 +122,8 @@ json default_config() {
        {{"few_shot", json::array()},     // k values: one sub-run of the labelled stages per k
         {"generations", 0}}},            // >= 2: Born-Again students after student_text
       {"retrieval", {{"ridge", 1e-3}}},  // relative ridge of the student -> teacher linear map
+      // Multi-process runs (mpirun / srun; docs/distributed.md). data.batch_size is per rank.
+      {"distributed", to_json(DataParallelConfig{})},
   };
 }
 
@@ -135,6 +141,7 @@ struct Run {
   bool evaluate_only = false;  // distill eval: load finished stages, train nothing
   std::set<std::string> evaluate_stages;
   json evaluations = json::object();
+  DataParallelConfig data_parallel;  // config "distributed"; used when dist::distributed()
 
   std::shared_ptr<data::Dataset> train_set, test_set;
   std::vector<int64_t> train_subset, test_subset;
@@ -158,8 +165,10 @@ struct Run {
   Tensor class_queries;                                                        // [C, d_T]
   std::map<std::string, std::shared_ptr<models::EncoderClassifier>> students;  // by stage name
 
+  // Rank 0 alone writes the run folder's files.
   void write_summary() const {
-    write_file_atomically((dir / "summary.json").string(), summary.dump(2) + "\n");
+    if (dist::is_primary())
+      write_file_atomically((dir / "summary.json").string(), summary.dump(2) + "\n");
   }
 };
 
@@ -177,8 +186,11 @@ std::string named(const Run& run, const std::string& stage) {
 // of the run (unlabelled use), the test split, or the labelled images with a caption.
 enum class Split { labelled, train, test, captioned };
 
+// `shard`: in a multi-process run, this rank reads its share only (data/sampling.h rank_slice);
+// a training loader (augment) then drops the last incomplete global batch, so that every rank
+// takes the same number of steps with a full batch.
 std::shared_ptr<data::DataLoader> make_loader(const Run& run, Split split, uint64_t seed,
-                                              bool augment) {
+                                              bool augment, bool shard = false) {
   const json& d = run.config["data"];
   const bool train = split != Split::test;
   data::LoaderOptions o;
@@ -187,6 +199,11 @@ std::shared_ptr<data::DataLoader> make_loader(const Run& run, Split split, uint6
   o.shuffle = train && augment;
   o.drop_last = false;
   o.seed = seed;
+  if (shard && dist::distributed()) {
+    o.rank = dist::rank();
+    o.world_size = dist::world_size();
+    o.drop_last = train && augment;
+  }
   std::shared_ptr<const data::Transform> transform;
   if (augment) {
     data::AugmentOptions a;
@@ -235,8 +252,11 @@ struct StageResult {
 json train_stage(Run& run, const std::string& stage, nn::Module& model, const json& stage_cfg,
                  int64_t epochs, Split split,
                  const std::function<Tensor(const data::Batch&)>& loss_of) {
-  auto loader = make_loader(run, split, stage_seed(run, stage + "/data"), true);
+  auto loader = make_loader(run, split, stage_seed(run, stage + "/data"), true, /*shard=*/true);
   const int64_t per_epoch = loader->batches_per_epoch();
+  DISTILL_CHECK(per_epoch > 0, stage, ": the training set has fewer images than one global batch (",
+                run.config["data"]["batch_size"].get<int64_t>(), " per rank x ", dist::world_size(),
+                " ranks)");
   OptimizerConfig oc = optimizer_config_from_json(stage_cfg["optimizer"], stage + ".optimizer");
   const int64_t total = epochs * ((per_epoch + oc.accumulation_steps - 1) / oc.accumulation_steps);
   const LrSchedule schedule = stage_schedule(stage_cfg["schedule"], total, stage + ".schedule");
@@ -250,7 +270,15 @@ json train_stage(Run& run, const std::string& stage, nn::Module& model, const js
     start_epoch = p.data_position.at("epoch").get<int64_t>();
     skip_batches = p.data_position.at("batch").get<int64_t>();
     last_ckpt = *latest;
-    MetricsLog::rewind(run.log->path(), stage, optimizer.step_count());
+    if (dist::is_primary()) MetricsLog::rewind(run.log->path(), stage, optimizer.step_count());
+  }
+  // Data parallel: every rank starts from rank 0's weights and reduces gradients in buckets
+  // during the backward. One process keeps the plain path (bit-identical to before).
+  std::unique_ptr<GradientBuckets> buckets;
+  if (dist::distributed()) {
+    broadcast_parameters(model);
+    buckets = std::make_unique<GradientBuckets>(model, run.data_parallel.bucket_mb);
+    optimizer.set_gradient_reducer(buckets.get());
   }
   const int64_t every = run.config["checkpoint_every"].get<int64_t>();
   const int64_t log_every = std::max<int64_t>(1, run.config["log_every"].get<int64_t>());
@@ -285,25 +313,42 @@ json train_stage(Run& run, const std::string& stage, nn::Module& model, const js
       check_finite(loss_value, optimizer.step_count(), last_ckpt);
       const StepInfo info = optimizer.accumulate(loss);
       ++index;
-      progress.update(epoch, epoch * per_epoch + index, loss_value, batch.size());
-      if (info.stepped && info.step % log_every == 0)
+      // Images per second over all ranks (each rank reads a batch of the same size).
+      progress.update(epoch, epoch * per_epoch + index, loss_value,
+                      batch.size() * dist::world_size());
+      if (info.stepped && info.step % log_every == 0) {
+        double logged_loss = loss_value;  // the mean over ranks in a multi-process run
+        if (dist::distributed()) {
+          std::vector<double> sum{loss_value};
+          dist::all_reduce_sum(sum);
+          logged_loss = sum[0] / dist::world_size();
+        }
         run.log->write({{"stage", stage},
                         {"step", info.step},
                         {"epoch", epoch},
-                        {"loss", loss_value},
+                        {"loss", logged_loss},
                         {"lr", info.lr}});
+      }
       const auto save_checkpoint = [&] {
         TrainingProgress p;
         p.step = info.step;
         p.epoch = epoch;
         p.data_position = {{"epoch", epoch}, {"batch", index}};
         p.config = run.config;
-        last_ckpt = manager.save(model, &optimizer, p);
+        if (dist::is_primary()) {
+          last_ckpt = manager.save(model, &optimizer, p);
+        } else {
+          last_ckpt = manager.path_for_step(info.step);
+        }
       };
       if (info.stepped && every > 0 && info.step % every == 0) save_checkpoint();
       // SIGINT/SIGTERM (train/interrupt.h): stop at an optimizer-step boundary with a checkpoint.
-      if (const int sig = stop_signal(); sig != 0 && info.stepped) {
+      // The ranks agree on the step (a signal may reach them at different steps).
+      int sig = info.stepped ? stop_signal() : 0;
+      if (info.stepped && dist::distributed()) sig = static_cast<int>(dist::all_reduce_max(sig));
+      if (sig != 0) {
         save_checkpoint();
+        dist::barrier();  // the checkpoint is complete before any rank exits
         progress.finish();
         throw Interrupted(sig, "stopped by " + signal_name(sig) + " in stage " + stage +
                                    " after step " + std::to_string(info.step) +
@@ -317,6 +362,7 @@ json train_stage(Run& run, const std::string& stage, nn::Module& model, const js
   }
   progress.finish();
   model.eval();
+  dist::all_reduce_sum(class_counts);  // what the ranks read together
   return seen_json(class_counts);
 }
 
@@ -332,13 +378,20 @@ void for_each_batch(
   while (loader.next(batch)) fn(batch, batch.to(run.device));
 }
 
+// In a multi-process run each rank evaluates its share of the test set and the counts are
+// summed over ranks, so every rank ends with the exact metrics of the whole set.
 ClassificationMetrics evaluate(Run& run,
                                const std::function<Tensor(const data::Batch&)>& logits_of) {
-  auto loader = make_loader(run, Split::test, 0, /*augment=*/false);
+  auto loader = make_loader(run, Split::test, 0, /*augment=*/false, /*shard=*/true);
   ClassificationMetrics metrics(run.num_classes);
   for_each_batch(run, *loader, [&](const data::Batch& host, const data::Batch& dev) {
     metrics.update(to_device(to_dtype(logits_of(dev), DType::F32), Device::cpu()), host.labels);
   });
+  if (dist::distributed()) {
+    std::vector<int64_t> counts = metrics.counts();
+    dist::all_reduce_sum(counts);
+    metrics.set_counts(counts);
+  }
   return metrics;
 }
 
@@ -377,9 +430,11 @@ void finish_stage(Run& run, const std::string& stage, nn::Module& model,
   TrainingProgress p;
   p.config = run.config;
   p.extra = result;
-  save_training_checkpoint(stage_file(run, stage).string(), model, nullptr, p);
+  if (dist::is_primary())
+    save_training_checkpoint(stage_file(run, stage).string(), model, nullptr, p);
   run.summary["stages"][stage] = result;
   run.write_summary();
+  dist::barrier();  // the stage file exists for every rank from here on
 }
 
 // distill eval: a loaded stage asked for is evaluated again (on the eval's test set).
@@ -477,6 +532,7 @@ void stage_probe(Run& run) {
         run.log->write({{"stage", stage}, {"step", info.step}, {"loss", loss.item()}});
     }
   }
+  broadcast_parameters(*run.probe);  // every rank fitted the same probe; rank 0's is kept
   finish_stage(run, stage, *run.probe,
                evaluate(run,
                         [&](const data::Batch& b) {
@@ -509,7 +565,8 @@ void load_text_queries(Run& run) {
   const std::vector<std::string> templates =
       data::load_templates(run.config["data"]["templates"].get<std::string>());
   run.class_queries = class_text_embeddings(*run.text, *run.tokenizer, run.class_names, templates);
-  if (!run.evaluate_only) save_npy((run.dir / "class_queries.npy").string(), run.class_queries);
+  if (!run.evaluate_only && dist::is_primary())
+    save_npy((run.dir / "class_queries.npy").string(), run.class_queries);
 }
 
 void stage_head(Run& run) {
@@ -564,20 +621,36 @@ CachedTargets cache_targets(Run& run, const std::string& stage, const LogitsFn& 
     ids = load_npy(ids_file.string());
     c.source = "loaded";
   } else {
-    auto loader = make_loader(run, Split::train, 0, /*augment=*/false);
+    // Multi-process: each rank computes the targets of its share of the images, then every rank
+    // gathers all of them (its batches in later epochs may hold any image).
+    auto loader = make_loader(run, Split::train, 0, /*augment=*/false, /*shard=*/true);
     std::vector<Tensor> rows;
     std::vector<int64_t> id_list;
     for_each_batch(run, *loader, [&](const data::Batch& host, const data::Batch& dev) {
       rows.push_back(to_device(to_dtype(teacher_logits(dev), DType::F32), Device::cpu()));
       id_list.insert(id_list.end(), host.ids.begin(), host.ids.end());
     });
-    c.logits = concat(rows, 0).contiguous();
+    if (dist::distributed()) {
+      std::vector<float> local;
+      for (const Tensor& r : rows) {
+        const Tensor rc = r.contiguous();
+        local.insert(local.end(), rc.data<float>(), rc.data<float>() + rc.numel());
+      }
+      const std::vector<float> all = dist::all_gather(local);
+      id_list = dist::all_gather(id_list);
+      c.logits = Tensor::from_vector(all, {static_cast<int64_t>(id_list.size()), run.num_classes});
+    } else {
+      c.logits = concat(rows, 0).contiguous();
+    }
     ids = Tensor::from_vector(id_list, {static_cast<int64_t>(id_list.size())});
-    // The ids go first: a logits file (renamed into place last) marks a complete cache.
-    save_npy(ids_file.string(), ids);
-    const std::string tmp = logits_file.string() + ".tmp";
-    save_npy(tmp, c.logits);
-    fs::rename(tmp, logits_file);
+    if (dist::is_primary()) {
+      // The ids go first: a logits file (renamed into place last) marks a complete cache.
+      save_npy(ids_file.string(), ids);
+      const std::string tmp = logits_file.string() + ".tmp";
+      save_npy(tmp, c.logits);
+      fs::rename(tmp, logits_file);
+    }
+    dist::barrier();
     c.source = "computed";
   }
   DISTILL_CHECK(ids.dim() == 1 && c.logits.dim() == 2 && ids.size(0) == c.logits.size(0) &&
@@ -1269,6 +1342,7 @@ json resolve_experiment_config(const json& config, const std::string& where) {
   DISTILL_CHECK(ridge >= 0, where, ": retrieval.ridge must be a number >= 0");
   for (const char* field : {"captions", "train_captions"})
     DISTILL_CHECK(d[field].is_string(), where, ": data.", field, " must be a path string");
+  data_parallel_config_from_json(c["distributed"], where + ": distributed");
   if (!config.contains("stages")) {  // the default list: the caption stages need caption files
     json stages = json::array();
     for (const auto& st : kAllStages)
@@ -1297,6 +1371,10 @@ json run_experiment(const json& user_config, const std::string& where, const Run
   if (!options.name.empty()) run.config["name"] = options.name;
   run.quiet = options.quiet;
   run.resume = options.resume;
+  run.quiet = options.quiet || !dist::is_primary();  // progress from rank 0 only
+  run.data_parallel =
+      data_parallel_config_from_json(run.config["distributed"], where + ": distributed");
+  nn::set_sync_batch_norm(run.data_parallel.sync_batch_norm);
   run.dir = fs::path(options.runs_dir) / run.config["name"].get<std::string>();
   const bool single_stages = !options.only_stages.empty();
   DISTILL_CHECK(!options.evaluate_only || single_stages, "eval: name the stages to evaluate");
@@ -1340,15 +1418,24 @@ json run_experiment(const json& user_config, const std::string& where, const Run
     if (fs::exists(run.dir / "summary.json"))
       run.summary = json::parse(std::ifstream(run.dir / "summary.json"));
   }
+  // Every rank has checked the folder before rank 0 creates it (else a slower rank would find
+  // the new config.json and refuse to start); every rank sees it after the second barrier.
+  dist::barrier();
   if (!run.evaluate_only) {  // eval leaves the folder as it is
-    fs::create_directories(run.dir);
-    write_file_atomically((run.dir / "config.json").string(), written.dump(2) + "\n");
-    run.log = std::make_unique<MetricsLog>((run.dir / "metrics.jsonl").string());
+    if (dist::is_primary()) {
+      fs::create_directories(run.dir);
+      write_file_atomically((run.dir / "config.json").string(), written.dump(2) + "\n");
+      run.log = std::make_unique<MetricsLog>((run.dir / "metrics.jsonl").string());
+    } else {
+      run.log = std::make_unique<MetricsLog>("/dev/null");  // rank 0 alone writes metrics
+    }
   }
+  dist::barrier();
   const std::string device = run.config["device"].get<std::string>();
   if (device == "cuda") {
     DISTILL_CHECK(cuda_available(), where, ": device 'cuda' but no CUDA device is available");
-    run.device = Device::cuda(0);
+    // One GPU per process: the local rank's (core/distributed.h made it current).
+    run.device = Device::cuda(dist::local_rank() % std::max(1, kernels::cuda::device_count()));
   } else {
     DISTILL_CHECK(device == "cpu", where, ": device must be cpu or cuda, got '", device, "'");
   }
@@ -1418,7 +1505,8 @@ json run_experiment(const json& user_config, const std::string& where, const Run
   run.summary["name"] = run.config["name"];
   run.summary["run_dir"] = run.dir.string();
   run.write_summary();
-  write_report(run);
+  if (dist::is_primary()) write_report(run);
+  dist::barrier();
   return run.summary;
 }
 

@@ -78,6 +78,24 @@ void ClassificationMetrics::merge(const ClassificationMetrics& other) {
   for (size_t j = 0; j < confusion_.size(); ++j) confusion_[j] += other.confusion_[j];
 }
 
+std::vector<int64_t> ClassificationMetrics::counts() const {
+  std::vector<int64_t> out{count_};
+  for (const auto* part : {&correct_at_, &class_count_, &class_correct_, &confusion_})
+    out.insert(out.end(), part->begin(), part->end());
+  return out;
+}
+
+void ClassificationMetrics::set_counts(const std::vector<int64_t>& counts) {
+  const size_t expected =
+      1 + correct_at_.size() + class_count_.size() + class_correct_.size() + confusion_.size();
+  DISTILL_CHECK(counts.size() == expected, "ClassificationMetrics.set_counts: ", counts.size(),
+                " counts for ", num_classes_, " classes (expected ", expected, ")");
+  auto it = counts.begin();
+  count_ = *it++;
+  for (auto* part : {&correct_at_, &class_count_, &class_correct_, &confusion_})
+    for (auto& v : *part) v = *it++;
+}
+
 double ClassificationMetrics::topk(int64_t k) const {
   DISTILL_CHECK(k >= 1 && k <= 5, "ClassificationMetrics.topk: k must be in [1, 5], got ", k);
   return count_ == 0 ? 0.0 : static_cast<double>(correct_at_[k - 1]) / static_cast<double>(count_);

@@ -27,6 +27,9 @@ class ClassificationMetrics {
   void update(const Tensor& logits, const Tensor& labels);
   void merge(const ClassificationMetrics& other);  // same num_classes
   void reset();
+  // Every count in one vector, and back (data-parallel evaluation sums them over ranks).
+  std::vector<int64_t> counts() const;
+  void set_counts(const std::vector<int64_t>& counts);  // throws on a length mismatch
 
   int64_t num_classes() const { return num_classes_; }
   int64_t count() const { return count_; }

@@ -205,13 +205,16 @@ StepInfo Optimizer::accumulate(const Tensor& loss) {
   if (micro_batches_ == 0) zero_grad();
   // Seeding the backward with 1/N instead of multiplying the loss keeps the graph as it is.
   const double scale = 1.0 / static_cast<double>(config_.accumulation_steps);
+  const bool steps = micro_batches_ + 1 >= config_.accumulation_steps;
+  if (reducer_) reducer_->before_backward(steps);
   loss.backward(full(loss.shape(), scale, TensorOptions(loss.dtype(), loss.device())));
   ++micro_batches_;
-  if (micro_batches_ < config_.accumulation_steps) {
+  if (!steps) {
     StepInfo info;
     info.step = step_count_;
     return info;
   }
+  if (reducer_) reducer_->before_step();  // before clipping: every rank clips the same gradients
   return step();
 }
 

@@ -95,6 +95,16 @@ struct StepInfo {
   double grad_norm = -1;  // global grad norm before clipping; -1 when clipping is off
 };
 
+// Data-parallel gradient reduction (train/data_parallel.h) plugged into accumulate(): told
+// before each micro-batch's backward whether that micro-batch steps, and asked to finish (every
+// rank then holds the same averaged gradients) after its backward, before clipping and the update.
+class GradientReducer {
+ public:
+  virtual ~GradientReducer() = default;
+  virtual void before_backward(bool steps) = 0;
+  virtual void before_step() = 0;
+};
+
 class Optimizer {
  public:
   // weight_decay_groups(module, config.weight_decay, config.decay_rule).
@@ -111,6 +121,8 @@ class Optimizer {
   StepInfo step();
   // Drops every parameter's gradient and restarts the accumulation window.
   void zero_grad();
+  // accumulate() calls `reducer` (not owned; nullptr: none) around the backward of each step.
+  void set_gradient_reducer(GradientReducer* reducer) { reducer_ = reducer; }
 
   double current_lr() const { return schedule_.lr(step_count_); }  // lr of the next step
   int64_t step_count() const { return step_count_; }
@@ -145,6 +157,7 @@ class Optimizer {
   Device device_ = Device::cpu();  // of every parameter
   int64_t step_count_ = 0;
   int64_t micro_batches_ = 0;
+  GradientReducer* reducer_ = nullptr;
 };
 
 }  // namespace distill::train

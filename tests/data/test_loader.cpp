@@ -123,7 +123,8 @@ TEST(Loader, ShardStreamingShufflesAcrossShardsDeterministically) {
   for (int s = 0; s < 3; ++s) {
     TarWriter tar;
     for (int k = 0; k < 7; ++k) {
-      const std::string key = "k" + std::to_string(s) + "_" + std::to_string(k);
+      const std::string key =
+          std::string("k").append(std::to_string(s)).append("_").append(std::to_string(k));
       tar.add(key + ".png", encode_png(random_image(9, 9, static_cast<uint64_t>(s * 7 + k))));
       tar.add(key + ".cls", std::to_string((s + k) % 4));
     }
@@ -161,6 +162,139 @@ TEST(Loader, ShardStreamingShufflesAcrossShardsDeterministically) {
   const Epoch p = run_epoch(plain, 0);
   EXPECT_EQ(p.ids[0], (std::vector<int64_t>{0, 1, 2, 3}));
   EXPECT_EQ(p.ids[1][3], (int64_t{1} << 32) | 0);
+}
+
+// Data-parallel sharding: the ranks' batches at step k, side by side, are the batch a single
+// process with the global batch size reads at step k (same ids, same augmented pixels).
+void expect_ranks_rebuild_global_batches(const Epoch& whole, const std::vector<Epoch>& ranks,
+                                         size_t per_rank) {
+  for (const Epoch& r : ranks) ASSERT_EQ(r.ids.size(), whole.ids.size());
+  for (size_t b = 0; b < whole.ids.size(); ++b) {
+    std::vector<int64_t> ids;
+    std::vector<float> images;
+    for (const Epoch& r : ranks) {
+      EXPECT_EQ(r.ids[b].size(), per_rank) << "batch " << b;
+      ids.insert(ids.end(), r.ids[b].begin(), r.ids[b].end());
+      images.insert(images.end(), r.images[b].begin(), r.images[b].end());
+    }
+    EXPECT_EQ(ids, whole.ids[b]) << "batch " << b;
+    EXPECT_EQ(images, whole.images[b]) << "batch " << b;
+  }
+}
+
+TEST(Loader, RankSlicesSplitEachGlobalBatchWithoutOverlap) {
+  std::vector<int64_t> order(23);
+  for (int64_t i = 0; i < 23; ++i) order[static_cast<size_t>(i)] = 100 + i;
+  // 2 ranks x 4: global batches [0, 8), [8, 16), then 7 left over.
+  const auto r0 = rank_slice(order, 4, 2, 0, false), r1 = rank_slice(order, 4, 2, 1, false);
+  EXPECT_EQ(std::vector<int64_t>(r0.begin(), r0.begin() + 4),
+            (std::vector<int64_t>{100, 101, 102, 103}));
+  EXPECT_EQ(std::vector<int64_t>(r1.begin(), r1.begin() + 4),
+            (std::vector<int64_t>{104, 105, 106, 107}));
+  // The rest splits in ceil(7 / 2) = 4 and 3: every sample once, nothing twice.
+  EXPECT_EQ(r0.size(), 12u);
+  EXPECT_EQ(r1.size(), 11u);
+  std::set<int64_t> all(r0.begin(), r0.end());
+  all.insert(r1.begin(), r1.end());
+  EXPECT_EQ(all.size(), 23u);
+  // drop_last drops the incomplete global batch on every rank alike.
+  EXPECT_EQ(rank_slice(order, 4, 2, 0, true).size(), 8u);
+  EXPECT_EQ(rank_slice(order, 4, 2, 1, true).size(), 8u);
+  // 3 ranks x 4 on 13 samples: one full global batch, then 1 sample for rank 0 only.
+  std::vector<int64_t> small(order.begin(), order.begin() + 13);
+  EXPECT_EQ(rank_slice(small, 4, 3, 0, false).size(), 5u);
+  EXPECT_EQ(rank_slice(small, 4, 3, 2, false).size(), 4u);
+  EXPECT_THROW(rank_slice(order, 4, 2, 2, false), Error);
+}
+
+TEST(Loader, TwoRanksOfBatchBReadTheOneRankBatchOf2B) {
+  auto ds = std::make_shared<TinyDataset>(40);
+  LoaderOptions o;
+  o.seed = 9;
+  o.workers = 2;
+  o.batch_size = 8;
+  DataLoader whole(ds, small_augment(), o);
+  o.batch_size = 4;
+  o.world_size = 2;
+  o.rank = 0;
+  DataLoader rank0(ds, small_augment(), o);
+  o.rank = 1;
+  DataLoader rank1(ds, small_augment(), o);
+  EXPECT_EQ(rank0.batches_per_epoch(), whole.batches_per_epoch());
+  for (int64_t epoch : {0, 1}) {
+    const Epoch a = run_epoch(rank0, epoch), b = run_epoch(rank1, epoch);
+    expect_ranks_rebuild_global_batches(run_epoch(whole, epoch), {a, b}, 4);
+    if (epoch == 1) {  // reshuffled with the shared seed: a new order for both ranks
+      EXPECT_NE(a.ids, run_epoch(rank0, 0).ids);
+    }
+  }
+}
+
+TEST(Loader, ShardedTrainingDropsTheIncompleteGlobalBatchOnEveryRank) {
+  auto ds = std::make_shared<TinyDataset>(21);  // 2 full global batches of 2 x 4, 5 left
+  LoaderOptions o;
+  o.batch_size = 4;
+  o.world_size = 2;
+  o.drop_last = true;
+  std::set<int64_t> seen;
+  for (int rank : {0, 1}) {
+    o.rank = rank;
+    DataLoader loader(ds, std::make_shared<ClipPreprocess>(4), o);
+    EXPECT_EQ(loader.batches_per_epoch(), 2);
+    const Epoch e = run_epoch(loader, 0);
+    ASSERT_EQ(e.ids.size(), 2u);
+    for (const auto& b : e.ids)
+      for (int64_t id : b) EXPECT_TRUE(seen.insert(id).second) << "sample " << id << " twice";
+  }
+  EXPECT_EQ(seen.size(), 16u);
+  // Evaluation keeps every sample: 3 + 2 batches, 21 samples, none twice.
+  o.drop_last = false;
+  o.shuffle = false;
+  seen.clear();
+  for (int rank : {0, 1}) {
+    o.rank = rank;
+    DataLoader loader(ds, std::make_shared<ClipPreprocess>(4), o);
+    const Epoch e = run_epoch(loader, 0);
+    EXPECT_EQ(static_cast<int64_t>(e.ids.size()), loader.batches_per_epoch());
+    for (const auto& b : e.ids)
+      for (int64_t id : b) EXPECT_TRUE(seen.insert(id).second) << "sample " << id << " twice";
+  }
+  EXPECT_EQ(seen.size(), 21u);
+  o.rank = 2;
+  EXPECT_THROW(DataLoader(ds, std::make_shared<ClipPreprocess>(4), o), Error);
+}
+
+TEST(Loader, ShardStreamsSplitAcrossRanksLikeTheGlobalBatch) {
+  ScratchDir dir;
+  std::vector<std::string> shards;
+  for (int s = 0; s < 3; ++s) {
+    TarWriter tar;
+    for (int k = 0; k < 9; ++k) {
+      const std::string key =
+          std::string("k").append(std::to_string(s)).append("_").append(std::to_string(k));
+      tar.add(key + ".png", encode_png(random_image(9, 9, static_cast<uint64_t>(s * 9 + k))));
+      tar.add(key + ".cls", std::to_string(k % 4));
+    }
+    shards.push_back(dir / ("s" + std::to_string(s) + ".tar"));
+    tar.write(shards.back());
+  }
+  LoaderOptions o;
+  o.seed = 5;
+  o.shuffle_buffer = 6;
+  o.batch_size = 6;
+  o.drop_last = true;  // 27 samples: 4 global batches of 6, 3 dropped
+  DataLoader whole(shards, 4, small_augment(), o);
+  o.batch_size = 3;
+  o.world_size = 2;
+  std::vector<Epoch> ranks;
+  for (int rank : {0, 1}) {
+    o.rank = rank;
+    DataLoader loader(shards, 4, small_augment(), o);
+    ranks.push_back(run_epoch(loader, 1));
+  }
+  const Epoch w = run_epoch(whole, 1);
+  ASSERT_EQ(w.ids.size(), 4u);
+  expect_ranks_rebuild_global_batches(w, ranks, 3);
 }
 
 TEST(Loader, BuffersAreReusedAndBatchesCopyToCpu) {

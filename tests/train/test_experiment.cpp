@@ -146,6 +146,12 @@ TEST(Experiment, BadConfigsAreNamed) {
   c = base;
   c["precision"] = "fp16";
   expect_error(c, "precision must be \"f32\" or \"bf16\"");
+  c = base;
+  c["distributed"] = {{"bucket_mb", -1}};
+  expect_error(c, "distributed: bucket_mb must be a number > 0");
+  c = base;
+  c["distributed"] = {{"sync_bn", true}};
+  expect_error(c, "unknown config key 'distributed.sync_bn'");
 }
 
 // Runs `distill run` as a child and kills it with SIGKILL once a mid-stage checkpoint exists.
