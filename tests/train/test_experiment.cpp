@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "core/safetensors.h"
@@ -146,6 +147,69 @@ TEST(Experiment, BadConfigsAreNamed) {
   c = base;
   c["precision"] = "fp16";
   expect_error(c, "precision must be \"f32\" or \"bf16\"");
+}
+
+// Every value of the wrong JSON type or out of range fails when the config is read, naming the
+// file and the key, before a run folder exists (a zero probe.batch_size once divided by zero).
+TEST(Experiment, ConfigValuesOfTheWrongTypeOrRangeAreNamed) {
+  const json base = tiny_config("bad", json::parse(R"({"type": "vit", "image_size": 32,
+      "patch_size": 8, "width": 32, "layers": 1, "heads": 2, "mlp_dim": 64})"));
+  const std::vector<std::pair<std::function<void(json&)>, std::string>> cases = {
+      {[](json& c) {
+         c = json::array({1, 2});
+       },
+       "'(top level)' must be a JSON object"},
+      {[](json& c) { c["data"] = "cifar10"; }, "'data' must be a JSON object, got \"cifar10\""},
+      {[](json& c) { c["data"]["batch_size"] = "64"; },
+       "'data.batch_size' must be an integer, got \"64\""},
+      {[](json& c) { c["seed"] = 1.5; }, "'seed' must be an integer, got 1.5"},
+      {[](json& c) { c["data"]["train"] = 5; }, "'data.train' must be a string, got 5"},
+      {[](json& c) { c["stages"] = "teacher"; }, "'stages' must be a list"},
+      {[](json& c) { c["student"]["alpha"] = "1"; }, "'student.alpha' must be a number"},
+      {[](json& c) { c["name"] = "a/b"; }, "'name' must be a non-empty string without '/'"},
+      {[](json& c) { c["data"]["train"] = ""; }, "data.train (a dataset spec) is required"},
+      {[](json& c) { c["data"]["batch_size"] = 0; }, "data.batch_size must be >= 1, got 0"},
+      {[](json& c) { c["data"]["eval_batch_size"] = -1; },
+       "data.eval_batch_size must be >= 1, got -1"},
+      {[](json& c) { c["probe"]["batch_size"] = 0; }, "probe.batch_size must be >= 1, got 0"},
+      {[](json& c) { c["data"]["workers"] = 0; }, "data.workers must be >= 1, got 0"},
+      {[](json& c) { c["stage0"]["epochs"] = 0; }, "stage0.epochs must be >= 1, got 0"},
+      {[](json& c) { c["seed"] = -3; }, "seed must be >= 0, got -3"},
+      {[](json& c) { c["student"]["tau"] = 0; }, "student.tau must be > 0"},
+      {[](json& c) { c["data"]["augment"]["scale_min"] = 0; },
+       "data.augment needs 0 < scale_min <= scale_max <= 1"},
+      {[](json& c) { c["data"]["augment"]["scale_max"] = 0.3; },
+       "data.augment needs 0 < scale_min <= scale_max <= 1"},
+      {[](json& c) { c["data"]["augment"]["flip_probability"] = 2; },
+       "data.augment.flip_probability must be in [0, 1]"},
+      {[](json& c) { c["device"] = "tpu"; }, "device must be \"cpu\" or \"cuda\", got \"tpu\""},
+      {[](json& c) { c["text"]["random"] = "yes"; }, "text.random must be a text encoder config"},
+      {[](json& c) { c["teacher"]["arch"]["patch_size"] = 7; },
+       "teacher.arch: image_size 32 is not a multiple of patch_size 7"},
+      {[](json& c) { c["teacher"]["arch"]["type"] = "transformer"; },
+       "teacher.arch: \"type\" must be \"vit\" or \"resnet\", got \"transformer\""},
+      {[](json& c) { c["teacher"]["arch"]["depth"] = 12; },
+       "teacher.arch: unknown model config key 'depth'"},
+      {[](json& c) { c["teacher"]["arch"]["width"] = -32; },
+       "teacher.arch: 'width' must be an integer >= 1, got -32"},
+      {[](json& c) { c["stage0"]["schedule"]["total_steps"] = "100"; },
+       "stage0.schedule: 'total_steps' must be an integer"},
+      {[](json& c) { c["student"]["optimizer"]["kind"] = "lamb"; }, "student.optimizer"},
+      {[](json& c) { c["head"]["config"]["widht"] = 64; }, "head.config"},
+      {[](json& c) { c["text"]["tokenizer"] = ""; },
+       "stage 'head' needs text.tokenizer (a tokenizer file or folder)"},
+  };
+  for (const auto& [edit, needle] : cases) {
+    json c = base;
+    edit(c);
+    try {
+      train::resolve_experiment_config(c, "exp.json");
+      ADD_FAILURE() << "no error for " << needle;
+    } catch (const Error& e) {
+      EXPECT_TRUE(message_has(e, "exp.json: ")) << e.what();
+      EXPECT_TRUE(message_has(e, needle)) << e.what() << " lacks " << needle;
+    }
+  }
 }
 
 // Runs `distill run` as a child and kills it with SIGKILL once a mid-stage checkpoint exists.
