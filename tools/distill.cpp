@@ -4,6 +4,7 @@
 #include <exception>
 #include <string>
 
+#include "core/allocator.h"
 #include "core/error.h"
 #include "tools/cli.h"
 
@@ -64,6 +65,7 @@ int main(int argc, char** argv) {
   for (const auto& c : kCommands) {
     if (name != c.name) continue;
     try {
+      distill::apply_memory_limit_from_environment();  // a bad value fails here, before any work
       return c.run(argc, argv);
     } catch (const distill::cli::UsageError& e) {
       std::fprintf(stderr, "error: %s\n(see 'distill %s --help')\n", e.what(), c.name);

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "core/allocator.h"
 #include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/error.h"
@@ -284,57 +285,74 @@ json train_stage(Run& run, const std::string& stage, nn::Module& model, const js
                             !run.quiet && ProgressReporter::stderr_is_tty());
   model.train();
   std::vector<int64_t> class_counts(static_cast<size_t>(run.num_classes), 0);
-  for (int64_t epoch = start_epoch; epoch < epochs; ++epoch) {
-    loader->start_epoch(epoch);
-    std::fill(class_counts.begin(), class_counts.end(), 0);
-    data::Batch batch;
-    int64_t index = 0;
-    while (loader->next(batch)) {
-      const int64_t* labels = batch.labels.data<int64_t>();
-      for (int64_t i = 0; i < batch.size(); ++i) ++class_counts[static_cast<size_t>(labels[i])];
-      if (epoch == start_epoch && index < skip_batches) {
+  try {
+    for (int64_t epoch = start_epoch; epoch < epochs; ++epoch) {
+      loader->start_epoch(epoch);
+      std::fill(class_counts.begin(), class_counts.end(), 0);
+      data::Batch batch;
+      int64_t index = 0;
+      while (loader->next(batch)) {
+        const int64_t* labels = batch.labels.data<int64_t>();
+        for (int64_t i = 0; i < batch.size(); ++i) ++class_counts[static_cast<size_t>(labels[i])];
+        if (epoch == start_epoch && index < skip_batches) {
+          ++index;
+          continue;
+        }
+        const data::Batch on_device = batch.to(run.device);
+        Tensor loss;
+        {  // autocast covers the forward; the backward follows its dtypes
+          AutocastGuard autocast(DType::BF16, run.bf16);
+          loss = loss_of(on_device);
+        }
+        const double loss_value = loss.item();
+        check_finite(loss_value, optimizer.step_count(), last_ckpt);
+        const StepInfo info = optimizer.accumulate(loss);
         ++index;
-        continue;
+        progress.update(epoch, epoch * per_epoch + index, loss_value, batch.size());
+        if (info.stepped && info.step % log_every == 0)
+          run.log->write({{"stage", stage},
+                          {"step", info.step},
+                          {"epoch", epoch},
+                          {"loss", loss_value},
+                          {"lr", info.lr}});
+        const auto save_checkpoint = [&] {
+          TrainingProgress p;
+          p.step = info.step;
+          p.epoch = epoch;
+          p.data_position = {{"epoch", epoch}, {"batch", index}};
+          p.config = run.config;
+          last_ckpt = manager.save(model, &optimizer, p);
+        };
+        if (info.stepped && every > 0 && info.step % every == 0) save_checkpoint();
+        // SIGINT/SIGTERM (train/interrupt.h): stop at an optimizer-step boundary with a checkpoint.
+        if (const int sig = stop_signal(); sig != 0 && info.stepped) {
+          save_checkpoint();
+          progress.finish();
+          throw Interrupted(sig, "stopped by " + signal_name(sig) + " in stage " + stage +
+                                     " after step " + std::to_string(info.step) +
+                                     "; checkpoint saved to " + last_ckpt +
+                                     "\nresume with the same command plus --resume");
+        }
       }
-      const data::Batch on_device = batch.to(run.device);
-      Tensor loss;
-      {
-        AutocastGuard autocast(DType::BF16, run.bf16);  // the forward; backward follows its dtypes
-        loss = loss_of(on_device);
-      }
-      const double loss_value = loss.item();
-      check_finite(loss_value, optimizer.step_count(), last_ckpt);
-      const StepInfo info = optimizer.accumulate(loss);
-      ++index;
-      progress.update(epoch, epoch * per_epoch + index, loss_value, batch.size());
-      if (info.stepped && info.step % log_every == 0)
-        run.log->write({{"stage", stage},
-                        {"step", info.step},
-                        {"epoch", epoch},
-                        {"loss", loss_value},
-                        {"lr", info.lr}});
-      const auto save_checkpoint = [&] {
-        TrainingProgress p;
-        p.step = info.step;
-        p.epoch = epoch;
-        p.data_position = {{"epoch", epoch}, {"batch", index}};
-        p.config = run.config;
-        last_ckpt = manager.save(model, &optimizer, p);
-      };
-      if (info.stepped && every > 0 && info.step % every == 0) save_checkpoint();
-      // SIGINT/SIGTERM (train/interrupt.h): stop at an optimizer-step boundary with a checkpoint.
-      if (const int sig = stop_signal(); sig != 0 && info.stepped) {
-        save_checkpoint();
-        progress.finish();
-        throw Interrupted(sig, "stopped by " + signal_name(sig) + " in stage " + stage +
-                                   " after step " + std::to_string(info.step) +
-                                   "; checkpoint saved to " + last_ckpt +
-                                   "\nresume with the same command plus --resume");
-      }
+      const auto skipped = loader->epoch_skipped();
+      if (skipped.count > 0)
+        progress.log(stage + ": skipped " + std::to_string(skipped.count) + " bad samples");
     }
-    const auto skipped = loader->epoch_skipped();
-    if (skipped.count > 0)
-      progress.log(stage + ": skipped " + std::to_string(skipped.count) + " bad samples");
+  } catch (const OutOfMemory& e) {
+    // Say what to change, not only which allocation failed; the last checkpoint is untouched.
+    progress.finish();
+    const std::string precision = run.config["precision"].get<std::string>();
+    const std::string context = "in stage " + stage + " at step " +
+                                std::to_string(optimizer.step_count() + 1) + " (batch size " +
+                                std::to_string(run.config["data"]["batch_size"].get<int64_t>()) +
+                                ", precision " + precision + ")";
+    std::string advice = "lower the batch size (data.batch_size)";
+    if (precision != "bf16") advice += " or use \"precision\": \"bf16\"";
+    if (e.details().limited) advice += " or raise DISTILL_MEMORY_LIMIT";
+    advice += last_ckpt.empty() ? "; no checkpoint of this stage was written yet"
+                                : "; the last checkpoint is " + last_ckpt +
+                                      " (continue with the same command plus --resume)";
+    throw OutOfMemory(out_of_memory_message(e, context, "the step", advice), e.details());
   }
   progress.finish();
   model.eval();
@@ -594,11 +612,9 @@ CachedTargets cache_targets(Run& run, const std::string& stage, const LogitsFn& 
     });
     c.logits = concat(rows, 0).contiguous();
     ids = Tensor::from_vector(id_list, {static_cast<int64_t>(id_list.size())});
-    // The ids go first: a logits file (renamed into place last) marks a complete cache.
+    // The ids go first: a logits file (save_npy renames it into place) marks a complete cache.
     save_npy(ids_file.string(), ids);
-    const std::string tmp = logits_file.string() + ".tmp";
-    save_npy(tmp, c.logits);
-    fs::rename(tmp, logits_file);
+    save_npy(logits_file.string(), c.logits);
     c.source = "computed";
   }
   DISTILL_CHECK(ids.dim() == 1 && c.logits.dim() == 2 && ids.size(0) == c.logits.size(0) &&

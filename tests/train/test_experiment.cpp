@@ -1,13 +1,16 @@
 // The experiment runner end to end on the CPU: tiny teachers on real CIFAR-10 images, every
-// stage and baseline, the report; and a run killed part-way then resumed.
+// stage and baseline, the report; runs killed part-way, stopped by a signal or out of memory,
+// then resumed.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "core/safetensors.h"
 #include "tests/models/model_test_util.h"
@@ -212,8 +215,31 @@ TEST(Experiment, ConfigValuesOfTheWrongTypeOrRangeAreNamed) {
   }
 }
 
-// Runs `distill run` as a child and kills it with SIGKILL once a mid-stage checkpoint exists.
-TEST(Experiment, KilledRunResumesBitIdentically) {
+// `distill run --quiet --config <cfg> --runs-dir <dir> [--resume]` as a child, output discarded.
+pid_t start_distill_run(const std::string& cfg, const std::string& runs_dir, bool resume) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    freopen("/dev/null", "w", stdout);
+    freopen("/dev/null", "w", stderr);
+    execl(DISTILL_BINARY, DISTILL_BINARY, "run", "--quiet", "--config", cfg.c_str(), "--runs-dir",
+          runs_dir.c_str(), resume ? "--resume" : static_cast<char*>(nullptr),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+std::string file_text(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+// `distill run` with a checkpoint every step, SIGKILLed at random points (mid-step, mid-checkpoint,
+// at the stage's end) and each time continued with --resume; once also under a memory cap too
+// small for a step, which stops it with a message naming the stage, the batch size and what to
+// change, and leaves the checkpoint as it was. The last --resume ends bit-identical to an
+// uninterrupted run.
+TEST(Experiment, RunKilledAtRandomPointsAndOutOfMemoryResumesBitIdentically) {
   SKIP_WITHOUT_SHARDS();
   TempDir tmp;
   json c = tiny_config("resume", json::parse(R"({"type": "vit", "image_size": 32,
@@ -221,36 +247,60 @@ TEST(Experiment, KilledRunResumesBitIdentically) {
       "act": "gelu"})"));
   c["stages"] = {"teacher"};
   c["stage0"]["epochs"] = 3;
-  c["checkpoint_every"] = 3;
+  c["checkpoint_every"] = 1;
   const std::string cfg = tmp.file("resume.json");
   std::ofstream(cfg) << c.dump();
   const std::string straight = (tmp.path() / "straight").string();
   const std::string killed = (tmp.path() / "killed").string();
+  const auto t0 = std::chrono::steady_clock::now();
   ASSERT_EQ(run_distill("run --quiet --config " + cfg + " --runs-dir " + straight).exit_code, 0);
+  const int64_t run_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  std::mt19937_64 rng(7);
 
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    execl(DISTILL_BINARY, DISTILL_BINARY, "run", "--quiet", "--config", cfg.c_str(), "--runs-dir",
-          killed.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  // The first run, killed once a mid-stage checkpoint exists (plus a random part of a step).
   const fs::path latest = fs::path(killed) / "resume/checkpoints/teacher/latest.json";
-  bool killed_midway = false;
-  for (int i = 0; i < 6000 && !killed_midway; ++i) {
-    if (fs::exists(latest)) {
-      kill(pid, SIGKILL);
-      killed_midway = true;
-    } else {
-      usleep(5000);
-    }
+  pid_t pid = start_distill_run(cfg, killed, false);
+  ASSERT_GE(pid, 0);
+  bool checkpointed = false;
+  for (int i = 0; i < 6000 && !checkpointed; ++i) {
+    checkpointed = fs::exists(latest);
+    usleep(checkpointed ? static_cast<useconds_t>(rng() % (run_us / 50 + 1)) : 5000);
   }
+  kill(pid, SIGKILL);
   int status = 0;
   waitpid(pid, &status, 0);
-  ASSERT_TRUE(killed_midway) << "no mid-stage checkpoint appeared";
+  ASSERT_TRUE(checkpointed) << "no mid-stage checkpoint appeared";
   if (WIFEXITED(status)) GTEST_SKIP() << "the run finished before it could be killed";
-  EXPECT_FALSE(fs::exists(fs::path(killed) / "resume/teacher.safetensors"));
-  Result r = run_distill("run --quiet --resume --config " + cfg + " --runs-dir " + killed);
+
+  // Out of memory (the tiny run's setup needs under 1 MiB, a step over 4 MiB).
+  const std::string pointer = file_text(latest);
+  const std::string resume_args = "run --quiet --resume --config " + cfg + " --runs-dir " + killed;
+  Result oom = run_distill(resume_args, true, "DISTILL_MEMORY_LIMIT=2M");
+  EXPECT_EQ(oom.exit_code, 1) << oom.out;
+  for (const std::string& needle : std::vector<std::string>{
+           "error: out of memory on cpu in stage teacher at step ",
+           "(batch size 32, precision f32): the step needed ",
+           "of 2.0 MiB, the DISTILL_MEMORY_LIMIT cap",
+           "lower the batch size (data.batch_size) or use \"precision\": \"bf16\"",
+           "the last checkpoint is " + (fs::path(killed) / "resume/checkpoints/teacher").string()})
+    EXPECT_NE(oom.out.find(needle), std::string::npos) << needle << " not in " << oom.out;
+  EXPECT_EQ(file_text(latest), pointer);
+
+  // Resumed runs killed at random points, until one happens to finish.
+  for (int round = 0; round < 3; ++round) {
+    pid = start_distill_run(cfg, killed, true);
+    ASSERT_GE(pid, 0);
+    usleep(static_cast<useconds_t>(rng() % (run_us / 2)));
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    if (WIFEXITED(status)) {
+      ASSERT_EQ(WEXITSTATUS(status), 0) << "a resumed run failed";
+      break;
+    }
+  }
+  Result r = run_distill(resume_args);
   ASSERT_EQ(r.exit_code, 0) << r.out;
   expect_same_weights(straight + "/resume/teacher.safetensors",
                       killed + "/resume/teacher.safetensors");
