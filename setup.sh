@@ -3,7 +3,10 @@
 #
 #   ./setup.sh          install dependencies, build, run the demo (`distill demo`: the whole method
 #                       on Fashion-MNIST with all-MiniLM-L6-v2; ~5-8 min on 2 CPU cores)
-#   ./setup.sh test     install dependencies, build with warnings as errors, run the whole test suite
+#   ./setup.sh test     install dependencies, build with warnings as errors, run the whole test suite,
+#                       then the sanitizer run: the suite again under ASan + UBSan + LeakSanitizer
+#                       (clang, CPU code; build-sanitize) and every fuzz target for FUZZ_SECONDS
+#                       (default 30). SANITIZE=0 skips the sanitizer run (for a quick local check).
 #   ./setup.sh build    install dependencies and build only
 #   ./setup.sh smoke    install dependencies, build, run configs/smoke-cpu.json (seconds)
 #
@@ -22,6 +25,10 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 # comes from NVIDIA; with nvcc on PATH (or in /usr/local/cuda/bin) the CUDA backend is built.
 PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev nlohmann-json3-dev libstb-dev
           libgtest-dev googletest zlib1g-dev libjpeg62-turbo-dev openmpi-bin libopenmpi-dev)
+# The sanitizer run and the fuzz targets: clang with its sanitizer runtimes, libFuzzer and OpenMP.
+if [[ "${1:-run}" == test && "${SANITIZE:-1}" != 0 ]]; then
+  PACKAGES+=(clang libclang-rt-dev libomp-dev)
+fi
 say "checking system packages: ${PACKAGES[*]}"
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -124,6 +131,20 @@ case "$MODE" in
     # ctest runs JOBS processes at once, each with its OpenMP team: passive waiting keeps spinning
     # threads from starving the others (measured 10x slowdowns of the training tests otherwise).
     (cd "$BUILD_DIR" && OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}" ctest --output-on-failure -j "$JOBS")
+    if [[ "${SANITIZE:-1}" != 0 ]]; then
+      # The same suite under ASan + UBSan + LeakSanitizer (CMakePresets.json "sanitize": clang,
+      # -O1, CPU code), and the libFuzzer targets built in the same folder.
+      say "sanitizer run: configuring build-sanitize (clang, ASan + UBSan)"
+      cmake --preset sanitize >build-sanitize.configure.log 2>&1 || {
+        cat build-sanitize.configure.log; say "ERROR: cmake --preset sanitize failed"; exit 1; }
+      rm -f build-sanitize.configure.log
+      say "sanitizer run: building the tests and fuzz targets with $JOBS jobs"
+      cmake --build --preset sanitize -j "$JOBS"
+      say "sanitizer run: the test suite under ASan + UBSan + LeakSanitizer"
+      ctest --preset sanitize -j "$JOBS"
+      say "sanitizer run: fuzzing every parser for ${FUZZ_SECONDS:-30} s each ($JOBS at a time)"
+      FUZZ_JOBS="$JOBS" tools/fuzz.sh "${FUZZ_SECONDS:-30}"
+    fi
     ;;
   build) ;;
   *) say "unknown mode '$MODE' (expected run, test, build or smoke)"; exit 2 ;;

@@ -8,7 +8,8 @@
 
 namespace distill {
 
-// Writes f32, f64, i32, i64 or u8 tensors (others are converted to f32) atomically.
+// Writes f32, f64, i32, i64 or u8 tensors (others are converted to f32) atomically and durably
+// (core/file_io.h): a failed or killed write leaves any previous file.
 void save_npy(const std::string& path, const Tensor& t);
 // Reads what save_npy writes (and any little-endian C-order f4/f8/i4/i8/u1 array).
 Tensor load_npy(const std::string& path);

@@ -6,16 +6,15 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <bit>
 #include <cerrno>
-#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <system_error>
 #include <unordered_set>
 
 #include "core/autograd.h"
 #include "core/error.h"
+#include "core/file_io.h"
 #include "core/ops.h"
 
 namespace distill {
@@ -142,50 +141,6 @@ SafetensorsTensorInfo parse_tensor_entry(const std::string& where, const Json& e
                 shape_str(info.shape), " needs ", expected_bytes);
   return info;
 }
-
-// Writes all of `size` bytes, retrying on partial writes and interrupts. Returns errno or 0.
-int write_all(int fd, const void* data, size_t size) {
-  const char* p = static_cast<const char*>(data);
-  while (size > 0) {
-    const ssize_t n = ::write(fd, p, size);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    p += n;
-    size -= static_cast<size_t>(n);
-  }
-  return 0;
-}
-
-// A temporary file that is removed unless it was renamed over its target.
-class TempFile {
- public:
-  explicit TempFile(std::string path) : path_(std::move(path)) {
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  }
-  ~TempFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!renamed_) ::unlink(path_.c_str());
-  }
-  TempFile(const TempFile&) = delete;
-  TempFile& operator=(const TempFile&) = delete;
-
-  int fd() const { return fd_; }
-  const std::string& path() const { return path_; }
-  // Returns errno or 0.
-  int close() {
-    const int rc = ::close(fd_);
-    fd_ = -1;
-    return rc == 0 ? 0 : errno;
-  }
-  void mark_renamed() { renamed_ = true; }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-  bool renamed_ = false;
-};
 
 }  // namespace
 
@@ -367,42 +322,20 @@ void save_safetensors(const std::string& path,
   for (int i = 0; i < 8; ++i)
     length_field[i] = static_cast<unsigned char>(header_text.size() >> (8 * i));
 
-  static std::atomic<uint64_t> temp_counter{0};
-  TempFile temp(path + ".tmp." + std::to_string(::getpid()) + "." +
-                std::to_string(temp_counter.fetch_add(1)));
-  if (temp.fd() < 0)
-    fail(where, ": cannot create temporary file '", temp.path(), "': ", errno_text(errno));
-  auto check_io = [&](int err, const char* what) {
-    if (err != 0) fail(where, ": ", what, " '", temp.path(), "' failed: ", errno_text(err));
-  };
-  check_io(write_all(temp.fd(), length_field, 8), "writing");
-  check_io(write_all(temp.fd(), header_text.data(), header_text.size()), "writing");
+  // Written to a temporary file renamed over `path` only when complete: a kill or a full disk
+  // part-way leaves the previous file.
+  AtomicFileWriter out(path, "save_safetensors");
+  out.write(length_field, 8);
+  out.write(header_text);
   {
     NoGradGuard no_grad;
     for (const auto& [name, t] : tensors) {
       // One tensor at a time on the host, so saving from a GPU needs little host memory.
       const Tensor host = t.to(Device::cpu()).contiguous();
-      if (host.nbytes() > 0)
-        check_io(write_all(temp.fd(), host.data_ptr(), host.nbytes()), "writing");
+      if (host.nbytes() > 0) out.write(host.data_ptr(), host.nbytes());
     }
   }
-  check_io(::fsync(temp.fd()) == 0 ? 0 : errno, "fsync of");
-  check_io(temp.close(), "closing");
-  if (::rename(temp.path().c_str(), path.c_str()) != 0) {
-    fail(where, ": cannot replace it with '", temp.path(), "': ", errno_text(errno));
-  }
-  temp.mark_renamed();
-
-  // Make the rename itself durable. Some filesystems cannot fsync directories (EINVAL).
-  std::string directory = std::filesystem::path(path).parent_path().string();
-  if (directory.empty()) directory = ".";
-  const int dir_fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd < 0)
-    fail(where, ": written, but cannot open its directory to fsync: ", errno_text(errno));
-  const int sync_errno = ::fsync(dir_fd) == 0 ? 0 : errno;
-  ::close(dir_fd);
-  if (sync_errno != 0 && sync_errno != EINVAL)
-    fail(where, ": written, but fsync of its directory failed: ", errno_text(sync_errno));
+  out.commit();
 }
 
 }  // namespace distill

@@ -29,11 +29,15 @@ bool starts_with(const std::string& s, const std::string& p) {
 json read_json_file(const fs::path& path) {
   std::ifstream in(path);
   DISTILL_CHECK(in.good(), "convert: cannot open ", path.string());
+  json j;
   try {
-    return json::parse(in);
+    j = json::parse(in);
   } catch (const std::exception& e) {
     fail("convert: ", path.string(), " is not valid JSON: ", e.what());
   }
+  DISTILL_CHECK(j.is_object(), "convert: ", path.string(), " must hold a JSON object, got ",
+                j.type_name());
+  return j;
 }
 
 // The weights file and the optional configs of a checkpoint path.
@@ -86,11 +90,22 @@ CheckpointFiles locate(const std::string& path) {
   return f;
 }
 
+// A config value of the wrong JSON type; convert_checkpoint adds the input path.
+class ConfigValueError : public Error {
+ public:
+  using Error::Error;
+};
+
 // Reads a key of an HF config with a default (HF omits defaults when saving).
 template <typename V>
 V cfg(const json& j, const char* key, V fallback) {
   if (!j.is_object() || !j.contains(key) || j.at(key).is_null()) return fallback;
-  return j.at(key).get<V>();
+  try {
+    return j.at(key).get<V>();
+  } catch (const json::type_error&) {
+    throw ConfigValueError(std::string("config value '") + key +
+                           "' has the wrong type: " + j.at(key).dump());
+  }
 }
 
 int64_t count_layers(const std::vector<std::string>& names, const std::string& prefix) {
@@ -364,7 +379,9 @@ std::string detect_naming(const Source& s, std::string& bert_prefix) {
 
 }  // namespace
 
-ConvertedModel convert_checkpoint(const std::string& path, const ConvertOptions& options) {
+namespace {
+ConvertedModel convert_checkpoint_unchecked(const std::string& path,
+                                            const ConvertOptions& options) {
   DISTILL_CHECK(options.dtype == DType::F32 || options.dtype == DType::BF16,
                 "convert: --dtype must be f32 or bf16, got ", dtype_name(options.dtype));
   const std::set<std::string> archs = {"", "clip", "clip-vision", "clip-text", "roberta", "bert"};
@@ -526,6 +543,15 @@ ConvertedModel convert_checkpoint(const std::string& path, const ConvertOptions&
   result.notes = std::move(mapper.notes);
   return result;
 }
+}  // namespace
+
+ConvertedModel convert_checkpoint(const std::string& path, const ConvertOptions& options) {
+  try {
+    return convert_checkpoint_unchecked(path, options);
+  } catch (const ConfigValueError& e) {
+    fail("convert: the config of ", path, ": ", e.what());
+  }
+}
 
 // ---- manifests
 
@@ -631,12 +657,19 @@ nn::NamedTensors tower_state(const nn::NamedTensors& all, const std::string& pre
   return state;
 }
 
+// One tower's config inside a whole-CLIP config; a file whose metadata lacks it is named.
+const json& clip_tower_config(const ModelSpec& spec, const char* tower, const std::string& path) {
+  DISTILL_CHECK(spec.config.is_object() && spec.config.contains(tower), path,
+                ": the clip config in its metadata has no '", tower, "' tower");
+  return spec.config.at(tower);
+}
+
 std::shared_ptr<ImageEncoder> image_tower(const ModelSpec& spec, const nn::NamedTensors& tensors,
                                           const std::string& path) {
   DISTILL_CHECK(spec.arch == "clip" || spec.arch == "clip-vision", path, " holds a ", spec.arch,
                 " model, which has no image tower");
   const bool clip = spec.arch == "clip";
-  auto enc = make_image_encoder(clip ? spec.config.at("vision") : spec.config, path);
+  auto enc = make_image_encoder(clip ? clip_tower_config(spec, "vision", path) : spec.config, path);
   enc->load_state_dict(tower_state(tensors, clip ? "visual." : ""), true, path);
   enc->eval();
   return enc;
@@ -647,7 +680,7 @@ std::shared_ptr<TextEncoder> text_tower(const ModelSpec& spec, const nn::NamedTe
   DISTILL_CHECK(spec.arch != "clip-vision", path, " holds a CLIP image tower, no text encoder");
   const bool clip = spec.arch == "clip";
   auto enc = make_text_encoder(clip ? "clip-text" : spec.arch,
-                               clip ? spec.config.at("text") : spec.config, path);
+                               clip ? clip_tower_config(spec, "text", path) : spec.config, path);
   enc->load_state_dict(tower_state(tensors, clip ? "text." : ""), true, path);
   enc->eval();
   return enc;

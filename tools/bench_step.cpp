@@ -60,133 +60,146 @@ int bench_step(const Args& args, const Device& device) {
     throw UsageError("distill bench step: --precision accepts f32 or bf16, got '" + precision +
                      "'");
   const bool bf16 = precision == "bf16";
+  bool models_built = false;  // an out-of-memory error says whether the models or the step failed
+  try {
+    Generator gen(1);
+    auto teacher_module = models::make_preset(name, &gen);
+    auto teacher = std::dynamic_pointer_cast<models::ImageEncoder>(teacher_module);
+    teacher->requires_grad_(false);
+    teacher->eval();
+    teacher->to(device);
+    models::HeadConfig hc;
+    hc.query_dim = 512;  // CLIP text width; RoBERTa's 768 changes only the head's first projection
+    hc.token_dim = teacher->token_dim();
+    hc.num_classes = classes;
+    models::ImageTextHead head(hc, &gen);
+    head.requires_grad_(false);
+    head.eval();
+    head.to(device);
+    auto student_encoder = models::make_image_encoder(teacher->config_json(), "student", &gen);
+    models::EncoderClassifier student(student_encoder, classes, &gen);
+    student.to(device);
+    student.train();
+    train::OptimizerConfig oc;
+    oc.weight_decay = 0.05;
+    train::LrSchedule schedule;
+    schedule.base_lr = 1e-4;
+    train::Optimizer optimizer(student, oc, schedule);
+    models_built = true;
 
-  Generator gen(1);
-  auto teacher_module = models::make_preset(name, &gen);
-  auto teacher = std::dynamic_pointer_cast<models::ImageEncoder>(teacher_module);
-  teacher->requires_grad_(false);
-  teacher->eval();
-  teacher->to(device);
-  models::HeadConfig hc;
-  hc.query_dim = 512;  // CLIP text width; RoBERTa's 768 changes only the head's first projection
-  hc.token_dim = teacher->token_dim();
-  hc.num_classes = classes;
-  models::ImageTextHead head(hc, &gen);
-  head.requires_grad_(false);
-  head.eval();
-  head.to(device);
-  auto student_encoder = models::make_image_encoder(teacher->config_json(), "student", &gen);
-  models::EncoderClassifier student(student_encoder, classes, &gen);
-  student.to(device);
-  student.train();
-  train::OptimizerConfig oc;
-  oc.weight_decay = 0.05;
-  train::LrSchedule schedule;
-  schedule.base_lr = 1e-4;
-  train::Optimizer optimizer(student, oc, schedule);
+    const int64_t s = teacher->image_size();
+    const TensorOptions f32(DType::F32);
+    const Tensor images = to_device(randn({batch, 3, s, s}, f32, &gen), device);
+    const Tensor queries = to_device(randn({classes, hc.query_dim}, f32, &gen), device);
+    train::DistillationOptions dopts;  // alpha = 1, tau = 1: the thesis default
 
-  const int64_t s = teacher->image_size();
-  const TensorOptions f32(DType::F32);
-  const Tensor images = to_device(randn({batch, 3, s, s}, f32, &gen), device);
-  const Tensor queries = to_device(randn({classes, hc.query_dim}, f32, &gen), device);
-  train::DistillationOptions dopts;  // alpha = 1, tau = 1: the thesis default
+    const auto teacher_logits = [&] {
+      NoGradGuard no_grad;
+      return head.forward(teacher->encode(images).tokens, queries);
+    };
+    std::vector<double> losses;
+    const auto step = [&] {
+      AutocastGuard autocast(DType::BF16, bf16);
+      const Tensor target = teacher_logits();
+      const Tensor loss =
+          train::distillation_loss(student.forward(images), target, Tensor(), dopts).total;
+      optimizer.accumulate(loss);
+      losses.push_back(loss.item());
+    };
 
-  const auto teacher_logits = [&] {
-    NoGradGuard no_grad;
-    return head.forward(teacher->encode(images).tokens, queries);
-  };
-  std::vector<double> losses;
-  const auto step = [&] {
-    AutocastGuard autocast(DType::BF16, bf16);
-    const Tensor target = teacher_logits();
-    const Tensor loss =
-        train::distillation_loss(student.forward(images), target, Tensor(), dopts).total;
-    optimizer.accumulate(loss);
-    losses.push_back(loss.item());
-  };
-
-  // Model FLOPs of one step, counted on forwards without autograd.
-  double teacher_flops = 0, student_flops = 0;
-  {
-    AutocastGuard autocast(DType::BF16, bf16);
-    NoGradGuard no_grad;
+    // Model FLOPs of one step, counted on forwards without autograd.
+    double teacher_flops = 0, student_flops = 0;
     {
+      AutocastGuard autocast(DType::BF16, bf16);
+      NoGradGuard no_grad;
+      {
+        FlopCounter c;
+        teacher_logits();
+        teacher_flops = c.flops();
+      }
       FlopCounter c;
-      teacher_logits();
-      teacher_flops = c.flops();
+      student.forward(images);
+      student_flops = c.flops();
     }
-    FlopCounter c;
-    student.forward(images);
-    student_flops = c.flops();
-  }
-  const double step_flops = teacher_flops + 3 * student_flops;
+    const double step_flops = teacher_flops + 3 * student_flops;
 
-  for (int i = 0; i < warmup; ++i) step();
-  if (device.is_cuda()) {
-    kernels::cuda::synchronize();
-    cuda_reset_peak(device.index);
-  }
-  const double sec = median_seconds(step, device.is_cuda(), 0, iters);
-  const double peak_gib =
-      device.is_cuda() ? cuda_memory_stats(device.index).peak_bytes / double(1 << 30) : 0.0;
-  // --profile N: N more steps under CUPTI, every kernel's time (cuBLAS's included) by name.
-  nlohmann::json profile = nlohmann::json::array();
-  const int profile_steps = static_cast<int>(args.int_or("profile", 0));
-  double profiled_ms = 0;
-  if (profile_steps > 0 && device.is_cuda()) {
-    kernels::cuda::profiler_start();
-    for (int i = 0; i < profile_steps; ++i) step();
-    const auto kernels = kernels::cuda::profiler_stop();
-    for (const auto& k : kernels) profiled_ms += k.total_ms / profile_steps;
-    for (size_t i = 0; i < kernels.size() && i < 40; ++i)
-      profile.push_back({{"name", kernels[i].name.substr(0, 160)},
-                         {"calls_per_step", double(kernels[i].calls) / profile_steps},
-                         {"ms_per_step", kernels[i].total_ms / profile_steps}});
-  }
-  const double rate = measured_bf16_rate(device);
-  nlohmann::json row = {{"impl", "distill"},
-                        {"mode", "engine"},
-                        {"model", name},
-                        {"batch", batch},
-                        {"classes", classes},
-                        {"precision", precision},
-                        {"device", device.str()},
-                        {"step_ms", sec * 1e3},
-                        {"images_per_s", batch / sec},
-                        {"peak_gib", peak_gib},
-                        {"teacher_gflop_per_image", teacher_flops / batch / 1e9},
-                        {"student_gflop_per_image", student_flops / batch / 1e9},
-                        {"step_tflop", step_flops / 1e12},
-                        {"achieved_tflops", step_flops / sec / 1e12},
-                        {"bf16_matrix_tflops", device.is_cuda() ? rate / 1e12 : 0.0},
-                        {"matrix_tflops", rate / 1e12},
-                        {"mfu", step_flops / sec / rate},
-                        {"loss_first", losses.front()},
-                        {"loss_last", losses.back()},
-                        {"iters", iters}};
-  if (!profile.empty()) {
-    row["profile"] = profile;
-    row["profile_gpu_busy_ms"] = profiled_ms;  // sum of kernel/copy times: the rest is idle GPU
-  }
-  if (args.flag("json")) {
-    std::printf("%s\n", row.dump().c_str());
-  } else {
-    std::printf(
-        "stage-2 step %s on %s, batch %lld, %s: %.1f ms/step, %.1f images/s, peak %.2f GiB, "
-        "%.2f TFLOP/s achieved (MFU %.1f%% of %.1f TFLOP/s measured %s matmul), loss %.4f -> "
-        "%.4f\n",
-        name.c_str(), device.str().c_str(), static_cast<long long>(batch), precision.c_str(),
-        sec * 1e3, batch / sec, peak_gib, step_flops / sec / 1e12, 100 * step_flops / sec / rate,
-        rate / 1e12, device.is_cuda() ? "bf16" : "f32", losses.front(), losses.back());
-    if (!profile.empty()) {
-      std::printf("GPU busy %.1f ms of a %.1f ms step; top kernels per step:\n", profiled_ms,
-                  sec * 1e3);
-      for (const auto& k : profile)
-        std::printf("  %8.2f ms %6.1f%% %6.0f calls  %s\n", k["ms_per_step"].get<double>(),
-                    100 * k["ms_per_step"].get<double>() / (sec * 1e3),
-                    k["calls_per_step"].get<double>(),
-                    k["name"].get<std::string>().substr(0, 100).c_str());
+    for (int i = 0; i < warmup; ++i) step();
+    if (device.is_cuda()) {
+      kernels::cuda::synchronize();
+      cuda_reset_peak(device.index);
     }
+    const double sec = median_seconds(step, device.is_cuda(), 0, iters);
+    const double peak_gib =
+        device.is_cuda() ? cuda_memory_stats(device.index).peak_bytes / double(1 << 30) : 0.0;
+    // --profile N: N more steps under CUPTI, every kernel's time (cuBLAS's included) by name.
+    nlohmann::json profile = nlohmann::json::array();
+    const int profile_steps = static_cast<int>(args.int_or("profile", 0));
+    double profiled_ms = 0;
+    if (profile_steps > 0 && device.is_cuda()) {
+      kernels::cuda::profiler_start();
+      for (int i = 0; i < profile_steps; ++i) step();
+      const auto kernels = kernels::cuda::profiler_stop();
+      for (const auto& k : kernels) profiled_ms += k.total_ms / profile_steps;
+      for (size_t i = 0; i < kernels.size() && i < 40; ++i)
+        profile.push_back({{"name", kernels[i].name.substr(0, 160)},
+                           {"calls_per_step", double(kernels[i].calls) / profile_steps},
+                           {"ms_per_step", kernels[i].total_ms / profile_steps}});
+    }
+    const double rate = measured_bf16_rate(device);
+    nlohmann::json row = {{"impl", "distill"},
+                          {"mode", "engine"},
+                          {"model", name},
+                          {"batch", batch},
+                          {"classes", classes},
+                          {"precision", precision},
+                          {"device", device.str()},
+                          {"step_ms", sec * 1e3},
+                          {"images_per_s", batch / sec},
+                          {"peak_gib", peak_gib},
+                          {"teacher_gflop_per_image", teacher_flops / batch / 1e9},
+                          {"student_gflop_per_image", student_flops / batch / 1e9},
+                          {"step_tflop", step_flops / 1e12},
+                          {"achieved_tflops", step_flops / sec / 1e12},
+                          {"bf16_matrix_tflops", device.is_cuda() ? rate / 1e12 : 0.0},
+                          {"matrix_tflops", rate / 1e12},
+                          {"mfu", step_flops / sec / rate},
+                          {"loss_first", losses.front()},
+                          {"loss_last", losses.back()},
+                          {"iters", iters}};
+    if (!profile.empty()) {
+      row["profile"] = profile;
+      row["profile_gpu_busy_ms"] = profiled_ms;  // sum of kernel/copy times: the rest is idle GPU
+    }
+    if (args.flag("json")) {
+      std::printf("%s\n", row.dump().c_str());
+    } else {
+      std::printf(
+          "stage-2 step %s on %s, batch %lld, %s: %.1f ms/step, %.1f images/s, peak %.2f GiB, "
+          "%.2f TFLOP/s achieved (MFU %.1f%% of %.1f TFLOP/s measured %s matmul), loss %.4f -> "
+          "%.4f\n",
+          name.c_str(), device.str().c_str(), static_cast<long long>(batch), precision.c_str(),
+          sec * 1e3, batch / sec, peak_gib, step_flops / sec / 1e12, 100 * step_flops / sec / rate,
+          rate / 1e12, device.is_cuda() ? "bf16" : "f32", losses.front(), losses.back());
+      if (!profile.empty()) {
+        std::printf("GPU busy %.1f ms of a %.1f ms step; top kernels per step:\n", profiled_ms,
+                    sec * 1e3);
+        for (const auto& k : profile)
+          std::printf("  %8.2f ms %6.1f%% %6.0f calls  %s\n", k["ms_per_step"].get<double>(),
+                      100 * k["ms_per_step"].get<double>() / (sec * 1e3),
+                      k["calls_per_step"].get<double>(),
+                      k["name"].get<std::string>().substr(0, 100).c_str());
+      }
+    }
+  } catch (const OutOfMemory& e) {
+    const std::string context = "in distill bench step " + name + " (batch size " +
+                                std::to_string(batch) + ", precision " + precision + ")";
+    std::string advice = !models_built ? "the models alone do not fit (try a smaller --model)"
+                         : bf16        ? "lower --batch"
+                                       : "lower --batch or use --precision bf16";
+    if (e.details().limited) advice += "; or raise DISTILL_MEMORY_LIMIT";
+    throw OutOfMemory(out_of_memory_message(
+                          e, context, models_built ? "the step" : "building the models", advice),
+                      e.details());
   }
   return 0;
 }

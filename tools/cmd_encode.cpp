@@ -22,14 +22,17 @@ namespace {
 Device parse_device(const Args& args, const char* command) {
   const std::string d = args.value_or("device", "cpu");
   if (d == "cpu") return Device::cpu();
-  if (d == "cuda" || d.rfind("cuda:", 0) == 0) {
-    if (!cuda_available())
-      throw UsageError(std::string("distill ") + command + ": --device " + d +
-                       " but no CUDA device is available");
-    return d == "cuda" ? Device::cuda(0) : Device::cuda(std::stoi(d.substr(5)));
-  }
-  throw UsageError(std::string("distill ") + command + ": --device must be cpu or cuda[:N], got '" +
-                   d + "'");
+  // "cuda" or "cuda:N" with N a small decimal index; anything else is refused before the GPU check.
+  const std::string index = d.rfind("cuda:", 0) == 0 ? d.substr(5) : "";
+  const bool index_ok = !index.empty() && index.size() <= 3 &&
+                        index.find_first_not_of("0123456789") == std::string::npos;
+  if (d != "cuda" && !index_ok)
+    throw UsageError(std::string("distill ") + command +
+                     ": --device must be cpu or cuda[:N], got '" + d + "'");
+  if (!cuda_available())
+    throw UsageError(std::string("distill ") + command + ": --device " + d +
+                     " but no CUDA device is available");
+  return d == "cuda" ? Device::cuda(0) : Device::cuda(std::stoi(index));
 }
 
 Tensor l2_normalise(const Tensor& x) {

@@ -1,5 +1,6 @@
 // `distill run --config FILE.json`: a whole experiment (train/experiment.h).
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -18,6 +19,20 @@
 namespace distill::cli {
 
 namespace {
+
+// The experiment config `path` as JSON; `who` starts the error messages.
+nlohmann::json read_config_file(const std::string& who, const std::string& path) {
+  // An ifstream opens a directory without an error; reading it would then report empty JSON.
+  if (std::filesystem::is_directory(path))
+    throw Error(who + ": --config " + path + " is a directory, not a JSON file");
+  std::ifstream in(path);
+  if (!in) throw Error(who + ": cannot open " + path);
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    throw Error(who + ": " + path + " is not valid JSON: " + e.what());
+  }
+}
 
 // `distill run --check`: resolves the config and opens every file it names, so that a run that
 // would fail hours in (a missing checkpoint, a tokenizer path typo) fails now. Lists every
@@ -96,14 +111,7 @@ int run_command(int argc, char** argv, const std::string& command, const std::st
     throw UsageError(who + ": unexpected argument '" + args.positional()[0] + "'");
   const auto path = args.value("config");
   if (!path) throw UsageError(who + ": --config FILE.json is required");
-  std::ifstream in(*path);
-  if (!in) throw Error(who + ": cannot open " + *path);
-  nlohmann::json config;
-  try {
-    config = nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    throw Error(who + ": " + *path + " is not valid JSON: " + e.what());
-  }
+  const nlohmann::json config = read_config_file(who, *path);
   if (args.flag("check")) return check_config(config, *path);
   train::RunOptions opts;
   opts.runs_dir = args.value_or("runs-dir", "runs");
@@ -169,14 +177,7 @@ int cmd_eval(int argc, char** argv) {
     throw UsageError("distill eval: unexpected argument '" + args.positional()[0] + "'");
   const auto path = args.value("config");
   if (!path) throw UsageError("distill eval: --config FILE.json is required");
-  std::ifstream in(*path);
-  if (!in) throw Error("distill eval: cannot open " + *path);
-  nlohmann::json config;
-  try {
-    config = nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    throw Error("distill eval: " + *path + " is not valid JSON: " + e.what());
-  }
+  const nlohmann::json config = read_config_file("distill eval", *path);
   train::RunOptions opts;
   opts.runs_dir = args.value_or("runs-dir", "runs");
   opts.name = args.value_or("name", "");

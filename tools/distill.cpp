@@ -4,6 +4,7 @@
 #include <exception>
 #include <string>
 
+#include "core/allocator.h"
 #include "core/distributed.h"
 #include "core/error.h"
 #include "tools/cli.h"
@@ -68,6 +69,7 @@ int main(int argc, char** argv) {
     // ends the whole job: the others may be waiting for it in a collective.
     namespace dist = distill::dist;
     try {
+      distill::apply_memory_limit_from_environment();  // a bad value fails here, before any work
       dist::init_from_environment();
       const int code = c.run(argc, argv);
       dist::finalize();

@@ -6,9 +6,10 @@
 
 namespace distill::train {
 
-// Replaces `path` with `contents` atomically and durably: temporary file in the same directory,
-// fsync, rename, fsync of the directory. Throws naming the path and the system error; on
-// failure the old file is untouched and the temporary file removed.
+// Replaces `path` with `contents` atomically and durably (core/file_io.h AtomicFileWriter):
+// temporary file in the same directory, fsync, rename, fsync of the directory. Throws naming the
+// path and the system error (a full disk says so); on failure the old file is untouched and the
+// temporary file removed.
 void write_file_atomically(const std::string& path, const std::string& contents);
 
 }  // namespace distill::train

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "core/allocator.h"
 #include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/distributed.h"
@@ -27,6 +28,7 @@
 #include "kernels/device.h"
 #include "layers/sync_batch_norm.h"
 #include "models/bert.h"
+#include "models/config.h"
 #include "models/convert.h"
 #include "models/head.h"
 #include "train/atomic_file.h"
@@ -53,6 +55,18 @@ const std::vector<std::string> kAllStages = {"teacher",      "probe",          "
 // ---- config
 
 // Fills `defaults` with the user's values, recursively for objects, rejecting unknown keys.
+// What a user value must be to replace `def` ("" when it fits): a value of the wrong JSON type
+// (say "batch_size": "64") fails here, naming the key, not as a bare JSON type error mid-run.
+std::string expected_kind(const json& def, const json& value) {
+  if (def.is_boolean() && !value.is_boolean()) return "true or false";
+  if (def.is_number_integer() && !value.is_number_integer()) return "an integer";
+  if (def.is_number_float() && !value.is_number()) return "a number";
+  if (def.is_string() && !value.is_string()) return "a string";
+  if (def.is_array() && !value.is_array()) return "a list";
+  if (def.is_object() && !value.is_object()) return "a JSON object";
+  return "";
+}
+
 json merge_config(const json& defaults, const json& user, const std::string& where,
                   const std::string& path, const std::set<std::string>& free_form) {
   DISTILL_CHECK(user.is_object(), where, ": '", path.empty() ? "(top level)" : path,
@@ -61,7 +75,9 @@ json merge_config(const json& defaults, const json& user, const std::string& whe
   for (const auto& [key, value] : user.items()) {
     const std::string full = path.empty() ? key : path + "." + key;
     DISTILL_CHECK(defaults.contains(key), where, ": unknown config key '", full, "'");
-    if (defaults[key].is_object() && !free_form.count(full) && !value.is_null())
+    const std::string kind = expected_kind(defaults[key], value);
+    DISTILL_CHECK(kind.empty(), where, ": '", full, "' must be ", kind, ", got ", value.dump());
+    if (defaults[key].is_object() && !free_form.count(full))
       out[key] = merge_config(defaults[key], value, where, full, free_form);
     else
       out[key] = value;
@@ -227,9 +243,15 @@ std::shared_ptr<data::DataLoader> make_loader(const Run& run, Split split, uint6
 // A schedule whose total_steps is 0 in the config ("the whole stage") gets the stage's step count.
 LrSchedule stage_schedule(const json& j, int64_t total_steps, const std::string& where) {
   json filled = j;
-  if (filled.value("total_steps", int64_t{0}) == 0)
-    filled["total_steps"] =
-        std::max<int64_t>(total_steps, filled.value("warmup_steps", int64_t{0}) + 1);
+  // Only a missing or zero total_steps is filled in; a value of the wrong type is left for
+  // lr_schedule_from_json to name.
+  const bool fill =
+      filled.is_object() && (!filled.contains("total_steps") || filled["total_steps"] == 0);
+  if (fill) {
+    const json warmup = filled.value("warmup_steps", json(0));
+    filled["total_steps"] = std::max<int64_t>(
+        total_steps, (warmup.is_number_integer() ? warmup.get<int64_t>() : 0) + 1);
+  }
   return lr_schedule_from_json(filled, where);
 }
 
@@ -291,74 +313,91 @@ json train_stage(Run& run, const std::string& stage, nn::Module& model, const js
                             !run.quiet && ProgressReporter::stderr_is_tty());
   model.train();
   std::vector<int64_t> class_counts(static_cast<size_t>(run.num_classes), 0);
-  for (int64_t epoch = start_epoch; epoch < epochs; ++epoch) {
-    loader->start_epoch(epoch);
-    std::fill(class_counts.begin(), class_counts.end(), 0);
-    data::Batch batch;
-    int64_t index = 0;
-    while (loader->next(batch)) {
-      const int64_t* labels = batch.labels.data<int64_t>();
-      for (int64_t i = 0; i < batch.size(); ++i) ++class_counts[static_cast<size_t>(labels[i])];
-      if (epoch == start_epoch && index < skip_batches) {
+  try {
+    for (int64_t epoch = start_epoch; epoch < epochs; ++epoch) {
+      loader->start_epoch(epoch);
+      std::fill(class_counts.begin(), class_counts.end(), 0);
+      data::Batch batch;
+      int64_t index = 0;
+      while (loader->next(batch)) {
+        const int64_t* labels = batch.labels.data<int64_t>();
+        for (int64_t i = 0; i < batch.size(); ++i) ++class_counts[static_cast<size_t>(labels[i])];
+        if (epoch == start_epoch && index < skip_batches) {
+          ++index;
+          continue;
+        }
+        const data::Batch on_device = batch.to(run.device);
+        Tensor loss;
+        {  // autocast covers the forward; the backward follows its dtypes
+          AutocastGuard autocast(DType::BF16, run.bf16);
+          loss = loss_of(on_device);
+        }
+        const double loss_value = loss.item();
+        check_finite(loss_value, optimizer.step_count(), last_ckpt);
+        const StepInfo info = optimizer.accumulate(loss);
         ++index;
-        continue;
-      }
-      const data::Batch on_device = batch.to(run.device);
-      Tensor loss;
-      {
-        AutocastGuard autocast(DType::BF16, run.bf16);  // the forward; backward follows its dtypes
-        loss = loss_of(on_device);
-      }
-      const double loss_value = loss.item();
-      check_finite(loss_value, optimizer.step_count(), last_ckpt);
-      const StepInfo info = optimizer.accumulate(loss);
-      ++index;
-      // Images per second over all ranks (each rank reads a batch of the same size).
-      progress.update(epoch, epoch * per_epoch + index, loss_value,
-                      batch.size() * dist::world_size());
-      if (info.stepped && info.step % log_every == 0) {
-        double logged_loss = loss_value;  // the mean over ranks in a multi-process run
-        if (dist::distributed()) {
-          std::vector<double> sum{loss_value};
-          dist::all_reduce_sum(sum);
-          logged_loss = sum[0] / dist::world_size();
+        // Images per second over all ranks (each rank reads a batch of the same size).
+        progress.update(epoch, epoch * per_epoch + index, loss_value,
+                        batch.size() * dist::world_size());
+        if (info.stepped && info.step % log_every == 0) {
+          double logged_loss = loss_value;  // the mean over ranks in a multi-process run
+          if (dist::distributed()) {
+            std::vector<double> sum{loss_value};
+            dist::all_reduce_sum(sum);
+            logged_loss = sum[0] / dist::world_size();
+          }
+          run.log->write({{"stage", stage},
+                          {"step", info.step},
+                          {"epoch", epoch},
+                          {"loss", logged_loss},
+                          {"lr", info.lr}});
         }
-        run.log->write({{"stage", stage},
-                        {"step", info.step},
-                        {"epoch", epoch},
-                        {"loss", logged_loss},
-                        {"lr", info.lr}});
-      }
-      const auto save_checkpoint = [&] {
-        TrainingProgress p;
-        p.step = info.step;
-        p.epoch = epoch;
-        p.data_position = {{"epoch", epoch}, {"batch", index}};
-        p.config = run.config;
-        if (dist::is_primary()) {
-          last_ckpt = manager.save(model, &optimizer, p);
-        } else {
-          last_ckpt = manager.path_for_step(info.step);
+        const auto save_checkpoint = [&] {
+          TrainingProgress p;
+          p.step = info.step;
+          p.epoch = epoch;
+          p.data_position = {{"epoch", epoch}, {"batch", index}};
+          p.config = run.config;
+          if (dist::is_primary()) {
+            last_ckpt = manager.save(model, &optimizer, p);
+          } else {
+            last_ckpt = manager.path_for_step(info.step);
+          }
+        };
+        if (info.stepped && every > 0 && info.step % every == 0) save_checkpoint();
+        // SIGINT/SIGTERM (train/interrupt.h): stop at an optimizer-step boundary with a
+        // checkpoint. The ranks agree on the step (a signal may reach them at different steps).
+        int sig = info.stepped ? stop_signal() : 0;
+        if (info.stepped && dist::distributed()) sig = static_cast<int>(dist::all_reduce_max(sig));
+        if (sig != 0) {
+          save_checkpoint();
+          dist::barrier();  // the checkpoint is complete before any rank exits
+          progress.finish();
+          throw Interrupted(sig, "stopped by " + signal_name(sig) + " in stage " + stage +
+                                     " after step " + std::to_string(info.step) +
+                                     "; checkpoint saved to " + last_ckpt +
+                                     "\nresume with the same command plus --resume");
         }
-      };
-      if (info.stepped && every > 0 && info.step % every == 0) save_checkpoint();
-      // SIGINT/SIGTERM (train/interrupt.h): stop at an optimizer-step boundary with a checkpoint.
-      // The ranks agree on the step (a signal may reach them at different steps).
-      int sig = info.stepped ? stop_signal() : 0;
-      if (info.stepped && dist::distributed()) sig = static_cast<int>(dist::all_reduce_max(sig));
-      if (sig != 0) {
-        save_checkpoint();
-        dist::barrier();  // the checkpoint is complete before any rank exits
-        progress.finish();
-        throw Interrupted(sig, "stopped by " + signal_name(sig) + " in stage " + stage +
-                                   " after step " + std::to_string(info.step) +
-                                   "; checkpoint saved to " + last_ckpt +
-                                   "\nresume with the same command plus --resume");
       }
+      const auto skipped = loader->epoch_skipped();
+      if (skipped.count > 0)
+        progress.log(stage + ": skipped " + std::to_string(skipped.count) + " bad samples");
     }
-    const auto skipped = loader->epoch_skipped();
-    if (skipped.count > 0)
-      progress.log(stage + ": skipped " + std::to_string(skipped.count) + " bad samples");
+  } catch (const OutOfMemory& e) {
+    // Say what to change, not only which allocation failed; the last checkpoint is untouched.
+    progress.finish();
+    const std::string precision = run.config["precision"].get<std::string>();
+    const std::string context = "in stage " + stage + " at step " +
+                                std::to_string(optimizer.step_count() + 1) + " (batch size " +
+                                std::to_string(run.config["data"]["batch_size"].get<int64_t>()) +
+                                ", precision " + precision + ")";
+    std::string advice = "lower the batch size (data.batch_size)";
+    if (precision != "bf16") advice += " or use \"precision\": \"bf16\"";
+    if (e.details().limited) advice += " or raise DISTILL_MEMORY_LIMIT";
+    advice += last_ckpt.empty() ? "; no checkpoint of this stage was written yet"
+                                : "; the last checkpoint is " + last_ckpt +
+                                      " (continue with the same command plus --resume)";
+    throw OutOfMemory(out_of_memory_message(e, context, "the step", advice), e.details());
   }
   progress.finish();
   model.eval();
@@ -644,11 +683,9 @@ CachedTargets cache_targets(Run& run, const std::string& stage, const LogitsFn& 
     }
     ids = Tensor::from_vector(id_list, {static_cast<int64_t>(id_list.size())});
     if (dist::is_primary()) {
-      // The ids go first: a logits file (renamed into place last) marks a complete cache.
+      // The ids go first: a logits file (save_npy renames it into place) marks a complete cache.
       save_npy(ids_file.string(), ids);
-      const std::string tmp = logits_file.string() + ".tmp";
-      save_npy(tmp, c.logits);
-      fs::rename(tmp, logits_file);
+      save_npy(logits_file.string(), c.logits);
     }
     dist::barrier();
     c.source = "computed";
@@ -1278,6 +1315,19 @@ void write_report(const Run& run) {
 
 }  // namespace
 
+namespace {
+// A JSON file the run folder holds (hand edits and torn copies happen): errors name the file.
+json read_run_json(const fs::path& path) {
+  std::ifstream in(path);
+  DISTILL_CHECK(in.good(), path.string(), ": cannot open");
+  try {
+    return json::parse(in);
+  } catch (const std::exception& e) {
+    fail(path.string(), " is not valid JSON (", e.what(), "); fix or remove the run folder");
+  }
+}
+}  // namespace
+
 json resolve_experiment_config(const json& config, const std::string& where) {
   json c = merge_config(default_config(), config, where, "",
                         {"teacher.arch", "text.random", "stage0.optimizer", "stage0.schedule",
@@ -1298,8 +1348,47 @@ json resolve_experiment_config(const json& config, const std::string& where) {
   const bool pretrained = !c["teacher"]["checkpoint"].get<std::string>().empty();
   DISTILL_CHECK(pretrained || !c["teacher"]["arch"].empty(), where,
                 ": teacher needs a checkpoint or an arch (a vit/resnet config) for stage 0");
+  if (!pretrained) {  // the arch's own checks now, not when stage 0 starts
+    const json& arch = c["teacher"]["arch"];
+    const std::string arch_where = where + ": teacher.arch";
+    const json type = arch.value("type", json());
+    if (type == "vit")
+      models::vit_config_from_json(arch, arch_where);
+    else if (type == "resnet")
+      models::resnet_config_from_json(arch, arch_where);
+    else
+      fail(arch_where, ": \"type\" must be \"vit\" or \"resnet\", got ", type.dump());
+  }
   DISTILL_CHECK(c["precision"] == "f32" || c["precision"] == "bf16", where,
                 ": precision must be \"f32\" or \"bf16\", got ", c["precision"].dump());
+  DISTILL_CHECK(c["device"] == "cpu" || c["device"] == "cuda", where,
+                ": device must be \"cpu\" or \"cuda\", got ", c["device"].dump());
+  DISTILL_CHECK(c["text"]["random"].is_null() || c["text"]["random"].is_object(), where,
+                ": text.random must be a text encoder config (a JSON object) or null");
+  // Counts and sizes the loops divide by or count down: a zero batch size would divide by zero.
+  const auto at_least = [&](const json& v, const std::string& field, int64_t min) {
+    DISTILL_CHECK(v.get<int64_t>() >= min, where, ": ", field, " must be >= ", min, ", got ",
+                  v.dump());
+  };
+  at_least(c["seed"], "seed", 0);
+  at_least(c["checkpoint_every"], "checkpoint_every", 0);
+  at_least(c["log_every"], "log_every", 0);
+  at_least(c["data"]["workers"], "data.workers", 1);
+  at_least(c["data"]["batch_size"], "data.batch_size", 1);
+  at_least(c["data"]["eval_batch_size"], "data.eval_batch_size", 1);
+  at_least(c["data"]["test_per_class"], "data.test_per_class", 0);
+  at_least(c["probe"]["batch_size"], "probe.batch_size", 1);
+  for (const char* stage : {"stage0", "probe", "head", "student"})
+    at_least(c[stage]["epochs"], std::string(stage) + ".epochs", 1);
+  const json& augment = c["data"]["augment"];
+  const double scale_min = augment["scale_min"].get<double>();
+  const double scale_max = augment["scale_max"].get<double>();
+  const double flip = augment["flip_probability"].get<double>();
+  DISTILL_CHECK(scale_min > 0 && scale_min <= scale_max && scale_max <= 1, where,
+                ": data.augment needs 0 < scale_min <= scale_max <= 1, got ", scale_min, " and ",
+                scale_max);
+  DISTILL_CHECK(flip >= 0 && flip <= 1, where,
+                ": data.augment.flip_probability must be in [0, 1], got ", flip);
   const double alpha = c["student"]["alpha"].get<double>();
   DISTILL_CHECK(alpha >= 0 && alpha <= 1, where, ": student.alpha must be in [0, 1]");
   DISTILL_CHECK(c["student"]["tau"].get<double>() > 0, where, ": student.tau must be > 0");
@@ -1358,6 +1447,12 @@ json resolve_experiment_config(const json& config, const std::string& where) {
                   ": stage 'head_captions' needs data.train_captions (key<TAB>caption for "
                   "training images)");
   }
+  // The text stages need a tokenizer; without one they would fail only after stage 0 trained.
+  for (const char* st : {"head", "student_text", "zeroshot", "head_captions", "retrieval"})
+    DISTILL_CHECK(
+        std::find(c["stages"].begin(), c["stages"].end(), json(st)) == c["stages"].end() ||
+            !c["text"]["tokenizer"].get<std::string>().empty(),
+        where, ": stage '", st, "' needs text.tokenizer (a tokenizer file or folder)");
   const bool has_student_text =
       std::find(c["stages"].begin(), c["stages"].end(), json("student_text")) != c["stages"].end();
   DISTILL_CHECK(c["ablations"]["generations"].get<int64_t>() < 2 || has_student_text, where,
@@ -1400,10 +1495,14 @@ json run_experiment(const json& user_config, const std::string& where, const Run
     written["stages"] = options.only_stages;
     run.resume = true;  // continue whatever the folder holds
   }
+  // A typo in --name or --runs-dir would otherwise silently start the whole run again.
+  DISTILL_CHECK(!options.resume || fs::exists(run.dir / "config.json"),
+                "--resume: no run folder at ", run.dir.string(),
+                " to continue (run without --resume to start it)");
   if (fs::exists(run.dir / "config.json")) {
     DISTILL_CHECK(options.resume || single_stages, "run folder ", run.dir.string(),
                   " exists; pass --resume to continue it or --name to start another");
-    json previous = json::parse(std::ifstream(run.dir / "config.json"));
+    json previous = read_run_json(run.dir / "config.json");
     json a = previous, b = run.config;
     if (single_stages) a.erase("stages"), b.erase("stages");
     DISTILL_CHECK(a == b, "--resume: the config differs from the one in ",
@@ -1415,22 +1514,8 @@ json run_experiment(const json& user_config, const std::string& where, const Run
             written["stages"].end())
           written["stages"].push_back(stage);
     }
-    if (fs::exists(run.dir / "summary.json"))
-      run.summary = json::parse(std::ifstream(run.dir / "summary.json"));
+    if (fs::exists(run.dir / "summary.json")) run.summary = read_run_json(run.dir / "summary.json");
   }
-  // Every rank has checked the folder before rank 0 creates it (else a slower rank would find
-  // the new config.json and refuse to start); every rank sees it after the second barrier.
-  dist::barrier();
-  if (!run.evaluate_only) {  // eval leaves the folder as it is
-    if (dist::is_primary()) {
-      fs::create_directories(run.dir);
-      write_file_atomically((run.dir / "config.json").string(), written.dump(2) + "\n");
-      run.log = std::make_unique<MetricsLog>((run.dir / "metrics.jsonl").string());
-    } else {
-      run.log = std::make_unique<MetricsLog>("/dev/null");  // rank 0 alone writes metrics
-    }
-  }
-  dist::barrier();
   const std::string device = run.config["device"].get<std::string>();
   if (device == "cuda") {
     DISTILL_CHECK(cuda_available(), where, ": device 'cuda' but no CUDA device is available");
@@ -1451,6 +1536,9 @@ json run_experiment(const json& user_config, const std::string& where, const Run
   auto opened_test = data::open_dataset(test_spec, "test");
   const std::string test_description = test_spec + " (" + opened_test.description + ")";
   run.test_set = std::shared_ptr<data::Dataset>(opened_test.dataset.release());
+  DISTILL_CHECK(run.train_set->size() > 0, where, ": data.train ", d["train"].get<std::string>(),
+                " holds no samples");
+  DISTILL_CHECK(run.test_set->size() > 0, where, ": the test set ", test_spec, " holds no samples");
   run.num_classes = run.train_set->num_classes();
   DISTILL_CHECK(run.test_set->num_classes() == run.num_classes, where, ": the train set has ",
                 run.num_classes, " classes but the test set ", run.test_set->num_classes());
@@ -1485,6 +1573,22 @@ json run_experiment(const json& user_config, const std::string& where, const Run
     run.labelled_per_class = k;
     run.labelled_subset = labelled_images(run, k);
   }
+
+  // The folder is made only now that the data and the teacher checkpoint have opened: a run that
+  // fails on a bad path leaves no folder behind to block the corrected run.
+  // Every rank has checked the folder before rank 0 creates it (else a slower rank would find
+  // the new config.json and refuse to start); every rank sees it after the second barrier.
+  dist::barrier();
+  if (!run.evaluate_only) {  // eval leaves the folder as it is
+    if (dist::is_primary()) {
+      fs::create_directories(run.dir);
+      write_file_atomically((run.dir / "config.json").string(), written.dump(2) + "\n");
+      run.log = std::make_unique<MetricsLog>((run.dir / "metrics.jsonl").string());
+    } else {
+      run.log = std::make_unique<MetricsLog>("/dev/null");  // rank 0 alone writes metrics
+    }
+  }
+  dist::barrier();
 
   std::set<std::string> stages;
   for (const auto& s : run.config["stages"]) stages.insert(s.get<std::string>());

@@ -1,5 +1,6 @@
 #include "train/metrics.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -10,6 +11,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/file_io.h"
 #include "train/atomic_file.h"
 
 namespace distill::train {
@@ -136,13 +138,13 @@ nlohmann::json ClassificationMetrics::to_json(bool include_confusion) const {
 // ---------------------------------------------------------------- MetricsLog
 
 MetricsLog::MetricsLog(const std::string& path) : path_(path) {
-  file_ = std::fopen(path.c_str(), "a");
-  DISTILL_CHECK(file_, "metrics log: cannot open '", path,
-                "' for appending: ", std::strerror(errno));
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  DISTILL_CHECK(fd_ >= 0, "metrics log: cannot open '", path,
+                "' for appending: ", io_error_text(errno));
 }
 
 MetricsLog::~MetricsLog() {
-  if (file_) std::fclose(file_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 void MetricsLog::write(const nlohmann::json& record) {
@@ -151,9 +153,14 @@ void MetricsLog::write(const nlohmann::json& record) {
   // dump() writes NaN and Inf as null; replace invalid UTF-8 rather than throwing mid-run.
   const std::string line =
       record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-  const bool ok =
-      std::fwrite(line.data(), 1, line.size(), file_) == line.size() && std::fflush(file_) == 0;
-  DISTILL_CHECK(ok, "metrics log: writing '", path_, "' failed: ", std::strerror(errno));
+  const off_t end = ::lseek(fd_, 0, SEEK_END);
+  const int err = write_all(fd_, line.data(), line.size());
+  if (err == 0) return;
+  // Take back a partial line so the file stays valid JSON lines (rewind() would drop it too).
+  const bool taken_back = end >= 0 && ::ftruncate(fd_, end) == 0;
+  fail("metrics log: writing '", path_, "' failed: ", io_error_text(err), "; the record ",
+       line.substr(0, line.size() - 1), " was not logged",
+       taken_back ? "" : " (a partial line may remain)");
 }
 
 void MetricsLog::rewind(const std::string& path, const std::string& stage, int64_t step) {

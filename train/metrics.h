@@ -53,8 +53,9 @@ class ClassificationMetrics {
   std::vector<int64_t> confusion_;
 };
 
-// Appends one JSON object per line to a metrics.jsonl file, flushing each line, so a killed run
-// keeps everything logged up to the kill. Opening appends (a resumed run continues the file).
+// Appends one JSON object per line to a metrics.jsonl file, one write() per line, so a killed run
+// keeps everything logged up to the kill. Opening appends (a resumed run continues the file). A
+// failed write (a full disk) throws naming the file and takes back the partial line.
 class MetricsLog {
  public:
   explicit MetricsLog(const std::string& path);  // throws naming the file when it can't be opened
@@ -72,7 +73,7 @@ class MetricsLog {
 
  private:
   std::string path_;
-  std::FILE* file_ = nullptr;
+  int fd_ = -1;
 };
 
 // "MM:SS" below an hour, "H:MM:SS" above; "--:--" for a negative or non-finite duration.

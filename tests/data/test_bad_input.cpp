@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -12,6 +13,7 @@
 #include "data/idx.h"
 #include "data/image_folder.h"
 #include "data/loader.h"
+#include "data/prompts.h"
 #include "data/tar.h"
 #include "data/webdataset.h"
 #include "tests/data/data_test_util.h"
@@ -251,6 +253,129 @@ TEST(BadInput, PnmWithHugeWidthIsRejected) {
   const std::vector<uint8_t> bytes(pnm.begin(), pnm.end());
   EXPECT_MESSAGE_HAS(error_of([&] { decode_image(bytes.data(), bytes.size(), "x.ppm"); }),
                      "x.ppm: cannot decode image");
+}
+
+// DISTILL_DATA_DIR (the class-name and prompt-template folder) pointing nowhere, and a name
+// that has no file: the path tried and the variable are named.
+TEST(BadInput, ClassNamesAndTemplatesThatDoNotExist) {
+  EXPECT_MESSAGE_HAS(error_of([] { load_class_names("cifar11"); }),
+                     "classnames/cifar11.txt: no such classnames file");
+  EXPECT_MESSAGE_HAS(error_of([] { load_templates("mnist-prompts"); }),
+                     "templates/mnist-prompts.txt: no such templates file");
+  const char* old = std::getenv("DISTILL_DATA_DIR");
+  const std::string saved = old ? old : "";
+  ::setenv("DISTILL_DATA_DIR", "/nonexistent/distill-data", 1);
+  const std::string msg = error_of([] { load_class_names("cifar10"); });
+  if (old) {
+    ::setenv("DISTILL_DATA_DIR", saved.c_str(), 1);
+  } else {
+    ::unsetenv("DISTILL_DATA_DIR");
+  }
+  EXPECT_MESSAGE_HAS(msg, "/nonexistent/distill-data/classnames/cifar10.txt: no such classnames");
+  EXPECT_MESSAGE_HAS(msg, "set DISTILL_DATA_DIR");
+}
+
+TEST(BadInput, CaptionFileMalformedLines) {
+  ScratchDir dir;
+  write_bytes(dir / "a.png", encode_png(random_image(4, 4, 1)));
+  write_text(dir / "notab.tsv", "a.png\tfine\na.png a caption without a tab\n");
+  EXPECT_MESSAGE_HAS(error_of([&] { read_captions(dir / "notab.tsv"); }),
+                     "notab.tsv:2: expected image<TAB>caption");
+  write_text(dir / "bad.jsonl", "{\"image\": \"a.png\", \"caption\": \"ok\"}\n{\"image\": \n");
+  EXPECT_MESSAGE_HAS(error_of([&] { read_captions(dir / "bad.jsonl"); }),
+                     "bad.jsonl:2: not a JSON object");
+  write_text(dir / "noimage.jsonl", "{\"file\": \"a.png\", \"caption\": \"ok\"}\n");
+  EXPECT_MESSAGE_HAS(error_of([&] { read_captions(dir / "noimage.jsonl"); }),
+                     "noimage.jsonl:1: expected {\"image\": ..., \"caption\": ...}");
+  write_text(dir / "nocaption.jsonl", "{\"image\": \"a.png\", \"caption\": 7}\n");
+  EXPECT_MESSAGE_HAS(error_of([&] { read_captions(dir / "nocaption.jsonl"); }),
+                     "nocaption.jsonl:1: no \"caption\" string or \"captions\" list");
+  write_text(dir / "empty.tsv", "\n\n");
+  EXPECT_MESSAGE_HAS(error_of([&] { CaptionDataset ds(dir / "empty.tsv"); }),
+                     "empty.tsv: no captioned images");
+  EXPECT_MESSAGE_HAS(error_of([&] { read_captions(dir / "absent.tsv"); }),
+                     "absent.tsv: cannot open caption file");
+}
+
+TEST(BadInput, TarMembersThatAreNotASample) {
+  ScratchDir dir;
+  TarWriter words = good_shard(1);
+  words.add("s7.png", encode_png(random_image(8, 8, 7)));
+  words.add("s7.cls", "cat");
+  words.write(dir / "words.tar");
+  EXPECT_MESSAGE_HAS(error_of([&] { WebDataset ds(dir / "words.tar"); }),
+                     "words.tar: member 's7.cls' at offset 3072: 'cat' is not a class index");
+  TarWriter no_image = good_shard(1);
+  no_image.add("s8.cls", "3");
+  no_image.write(dir / "noimage.tar");
+  EXPECT_MESSAGE_HAS(error_of([&] { WebDataset ds(dir / "noimage.tar"); }),
+                     "sample 's8' has no .jpg/.jpeg/.png member");
+  // A file that is not a tar at all.
+  write_text(dir / "notes.tar", std::string(1024, 'x'));
+  EXPECT_MESSAGE_HAS(error_of([&] { WebDataset ds(dir / "notes.tar"); }),
+                     "notes.tar: corrupt tar header at offset 0");
+}
+
+TEST(BadInput, ShardPatterns) {
+  EXPECT_MESSAGE_HAS(error_of([] { expand_shard_pattern("train-{0..4.tar"); }),
+                     "shard pattern 'train-{0..4.tar': unclosed '{'");
+  EXPECT_MESSAGE_HAS(error_of([] { expand_shard_pattern("train-{5..1}.tar"); }),
+                     "bad range {5..1}");
+  EXPECT_MESSAGE_HAS(error_of([] { expand_shard_pattern("train-{a..c}.tar"); }), "range {a..c}");
+}
+
+TEST(BadInput, IdxFilesThatDisagree) {
+  ScratchDir dir;
+  write_idx(dir / "images", {2, 2, 2}, std::vector<uint8_t>(8, 1));
+  write_idx(dir / "labels3", {3}, {0, 1, 2});
+  EXPECT_MESSAGE_HAS(error_of([&] { IdxDataset ds(dir / "images", dir / "labels3"); }),
+                     "images has 2 images but " + (dir / "labels3") + " has 3 labels");
+  write_idx(dir / "labels", {2}, {0, 10});
+  EXPECT_MESSAGE_HAS(error_of([&] { IdxDataset ds(dir / "images", dir / "labels"); }),
+                     "labels: label 10 of sample 1 (offset 9) is out of range (10 classes)");
+  write_bytes(dir / "short", {0, 0});
+  EXPECT_MESSAGE_HAS(error_of([&] { IdxDataset ds(dir / "short", dir / "labels"); }),
+                     "short: too short for an IDX file (2 bytes)");
+  // Pixel data cut short.
+  write_idx(dir / "full", {2, 2, 2}, std::vector<uint8_t>(8, 1));
+  std::filesystem::resize_file(dir / "full", std::filesystem::file_size(dir / "full") - 3);
+  EXPECT_MESSAGE_HAS(error_of([&] { IdxDataset ds(dir / "full", dir / "labels"); }),
+                     "full: IDX header says");
+  EXPECT_MESSAGE_HAS(error_of([&] { IdxDataset ds(dir / "nothing", dir / "labels"); }),
+                     "nothing: no such file");
+}
+
+TEST(BadInput, CifarFolderProblems) {
+  ScratchDir dir;
+  EXPECT_MESSAGE_HAS(error_of([&] { CifarDataset ds(dir.str(), "test"); }),
+                     "no CIFAR binary files");
+  write_cifar_binary(dir / "test_batch.bin", CifarVariant::Cifar10, {random_image(32, 32, 1)}, {3});
+  EXPECT_MESSAGE_HAS(error_of([&] { CifarDataset ds(dir.str(), "test", /*coarse=*/true); }),
+                     "coarse labels exist only in CIFAR-100");
+  // The train split needs data_batch_1..5.bin; this folder has only the test batch.
+  EXPECT_MESSAGE_HAS(error_of([&] { CifarDataset ds(dir.str(), "train"); }),
+                     "data_batch_1.bin: cannot open");
+  write_text(dir / "batches.meta.txt", "cat\ndog\n");
+  EXPECT_MESSAGE_HAS(error_of([&] { CifarDataset ds(dir.str(), "test"); }),
+                     "batches.meta.txt: expected 10 class names, found 2");
+  std::filesystem::remove(dir / "batches.meta.txt");
+  std::filesystem::resize_file(dir / "test_batch.bin", 0);
+  EXPECT_MESSAGE_HAS(error_of([&] { CifarDataset ds(dir.str(), "test"); }),
+                     "test_batch.bin: 0 bytes is not a whole number of 3073-byte CIFAR-10 records");
+}
+
+TEST(BadInput, ImageFolderRootAndNonImageFiles) {
+  ScratchDir dir;
+  write_text(dir / "file.txt", "x");
+  EXPECT_MESSAGE_HAS(error_of([&] { ImageFolder f(dir / "file.txt"); }),
+                     "file.txt: not a folder (ImageFolder expects root/<class>/<image>)");
+  std::filesystem::create_directories(dir / "root");
+  EXPECT_MESSAGE_HAS(error_of([&] { ImageFolder f(dir / "root"); }), "root: no class folders");
+  // A text file with an image's name.
+  std::filesystem::create_directories(dir / "root/cat");
+  write_text(dir / "root/cat/photo.png", "this is not a PNG");
+  ImageFolder folder(dir / "root");
+  EXPECT_MESSAGE_HAS(error_of([&] { folder.get(0); }), "photo.png: cannot decode image");
 }
 
 }  // namespace

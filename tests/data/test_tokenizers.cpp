@@ -415,6 +415,29 @@ TEST_F(TokenizerFiles, WordPieceVocabNeedsItsSpecialTokens) {
   expect_error([&] { WordPieceTokenizer t(path("vocab.txt")); }, {path("vocab.txt"), "[CLS]"});
 }
 
+TEST_F(TokenizerFiles, WrongKindOfFileOrDamagedConfigIsNamed) {
+  write_bytes(path("merges.txt"), "#version: 0.2\na b\n");
+  expect_error([&] { load_tokenizer(path("merges.txt")); },
+               {path("merges.txt"), "not a tokenizer"});
+  write_bytes(path("weights.bin"), "xx");
+  expect_error([&] { load_tokenizer(path("weights.bin")); },
+               {path("weights.bin"), "not a tokenizer"});
+  write_bytes(path("vocab.json"), "{}");
+  expect_error([&] { load_tokenizer(dir_.string()); }, {path("vocab.json"), "empty"});
+  write_bytes(path("vocab.json"), R"({"a": -1})");
+  expect_error([&] { load_tokenizer(dir_.string()); },
+               {path("vocab.json"), "the id of token \"a\" is not a non-negative integer"});
+  fs::remove(path("vocab.json"));
+  fs::remove(path("merges.txt"));
+  write_bytes(path("vocab.txt"), "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\n");
+  write_bytes(path("tokenizer_config.json"), "[1, 2]");
+  expect_error([&] { load_tokenizer(dir_.string()); },
+               {path("tokenizer_config.json"), "not a JSON object"});
+  write_bytes(path("vocab.txt"), "");
+  write_bytes(path("tokenizer_config.json"), "{}");
+  expect_error([&] { load_tokenizer(dir_.string()); }, {path("vocab.txt"), ": empty"});
+}
+
 TEST(Unicode, NormalisationAndCase) {
   EXPECT_EQ(unicode::nfd(U"\u00E9"), std::u32string(U"e\u0301"));
   EXPECT_EQ(unicode::nfc(U"e\u0301"), std::u32string(U"\u00E9"));

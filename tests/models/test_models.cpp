@@ -3,6 +3,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 
 #include "data/tokenizer.h"
@@ -156,6 +157,19 @@ TEST(ConvertBadInput, ConfigAndWeightsDisagree) {
   expect_convert_error(dir, {"config.json", "num_hidden_layers = 5", "have 2"});
 }
 
+// Found while writing docs/bad-inputs.md: "hidden_size": "x" ended in nlohmann's bare "type must
+// be number, but is string", naming neither the file nor the key.
+TEST(ConvertBadInput, ConfigJsonOfTheWrongShape) {
+  TempDir tmp;
+  const std::string dir = edited_copy(tmp, "hf_bert", [](nn::NamedTensors&) {});
+  std::ofstream(dir + "/config.json") << R"({"model_type": "bert", "hidden_size": "x"})";
+  expect_convert_error(dir, {"the config of " + dir, "'hidden_size' has the wrong type: \"x\""});
+  std::ofstream(dir + "/config.json") << "[]";
+  expect_convert_error(dir, {dir + "/config.json must hold a JSON object, got array"});
+  std::ofstream(dir + "/config.json") << R"({"hidden_size": )";
+  expect_convert_error(dir, {dir + "/config.json is not valid JSON"});
+}
+
 TEST(ConvertBadInput, PickleCheckpointsAndMissingPathsAreRefused) {
   TempDir tmp;
   const std::string bin = tmp.file("pytorch_model.bin");
@@ -193,6 +207,127 @@ TEST(ConvertBadInput, ImageTowerRequestedFromATextCheckpoint) {
     EXPECT_TRUE(message_has(e, out));
     EXPECT_TRUE(message_has(e, "no image tower"));
   }
+}
+
+using Metadata = std::map<std::string, std::string>;
+
+// `fixture` converted to tmp/<fixture>.safetensors, and a copy tmp/<name>.safetensors whose
+// metadata `edit` changes (the tensors stay as converted).
+std::string with_edited_metadata(const TempDir& tmp, const std::string& fixture,
+                                 const std::string& name,
+                                 const std::function<void(Metadata&)>& edit) {
+  const std::string converted = tmp.file(fixture + ".safetensors");
+  models::save_converted(models::convert_checkpoint(model_fixture(fixture)), converted);
+  SafetensorsFile file(converted);
+  Metadata meta = file.metadata();
+  edit(meta);
+  const std::string out = tmp.file(name + ".safetensors");
+  save_safetensors(out, file.load_all(), meta);
+  return out;
+}
+
+template <typename F>
+void expect_error_has(F&& f, const std::vector<std::string>& needles) {
+  try {
+    f();
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    for (const auto& n : needles) EXPECT_TRUE(message_has(e, n)) << e.what() << "\nlacks: " << n;
+  }
+}
+
+// Found while writing docs/bad-inputs.md: a clip checkpoint without a "vision" config ended in
+// nlohmann's bare "key 'vision' not found".
+TEST(CheckpointBadInput, MetadataThatDoesNotDescribeTheWeights) {
+  TempDir tmp;
+  const std::string no_tower = with_edited_metadata(tmp, "hf_clip", "no_tower", [](Metadata& meta) {
+    auto config = nlohmann::json::parse(meta["config"]);
+    config.erase("vision");
+    meta["config"] = config.dump();
+  });
+  expect_error_has([&] { models::load_image_encoder(no_tower); },
+                   {no_tower, "has no 'vision' tower"});
+  // Weights of another architecture than the config says: each tensor is named.
+  const std::string deeper =
+      with_edited_metadata(tmp, "hf_clip_vision", "deeper", [](Metadata& meta) {
+        auto config = nlohmann::json::parse(meta["config"]);
+        config["layers"] = config["layers"].get<int64_t>() + 1;
+        meta["config"] = config.dump();
+      });
+  expect_error_has([&] { models::load_image_encoder(deeper); }, {deeper, "missing: "});
+  const std::string bad_json = with_edited_metadata(
+      tmp, "hf_bert", "bad_json", [](Metadata& meta) { meta["config"] = "{\"hidden\": "; });
+  expect_error_has([&] { models::load_text_encoder(bad_json); },
+                   {bad_json, "the config in its metadata is not valid JSON"});
+  const std::string foreign = with_edited_metadata(tmp, "hf_bert", "foreign",
+                                                   [](Metadata& meta) { meta["format"] = "pt"; });
+  expect_error_has([&] { models::load_text_encoder(foreign); },
+                   {foreign, "is not a distill checkpoint (its format is 'pt')"});
+  const std::string unknown_arch =
+      with_edited_metadata(tmp, "hf_bert", "gpt2", [](Metadata& meta) { meta["arch"] = "gpt2"; });
+  expect_error_has([&] { models::load_text_encoder(unknown_arch); },
+                   {unknown_arch, "'gpt2' is not a text encoder"});
+  // An image-only checkpoint (the unedited conversion above) where a text encoder is needed.
+  const std::string vision = tmp.file("hf_clip_vision.safetensors");
+  expect_error_has([&] { models::load_text_encoder(vision); }, {vision, "no text encoder"});
+}
+
+TEST(ModelConfigBadInput, EachProblemNamesTheKey) {
+  const std::vector<std::pair<std::function<void()>, std::string>> cases = {
+      {[] {
+         models::vit_config_from_json({{"image_size", 32}, {"patch_size", 7}}, "m.json");
+       },
+       "m.json: image_size 32 is not a multiple of patch_size 7"},
+      {[] {
+         models::vit_config_from_json({{"width", 30}, {"heads", 4}}, "m.json");
+       },
+       "m.json: width 30 is not divisible by 4 heads"},
+      {[] {
+         models::vit_config_from_json({{"widht", 30}}, "m.json");
+       },
+       "m.json: unknown model config key 'widht'"},
+      {[] {
+         models::vit_config_from_json({{"layers", 0}}, "m.json");
+       },
+       "m.json: 'layers' must be an integer >= 1, got 0"},
+      {[] {
+         models::vit_config_from_json({{"layers", "12"}}, "m.json");
+       },
+       "m.json: 'layers' must be an integer >= 1, got \"12\""},
+      {[] {
+         models::vit_config_from_json({{"act", "swish"}}, "m.json");
+       },
+       "swish"},
+      {[] {
+         models::vit_config_from_json({{"ln_eps", -1e-5}}, "m.json");
+       },
+       "m.json: 'ln_eps' must be a positive number"},
+      {[] { models::vit_config_from_json(nlohmann::json::array(), "m.json"); },
+       "m.json: model config must be a JSON object"},
+      {[] {
+         models::resnet_config_from_json({{"blocks", {3, 4, 6}}}, "m.json");
+       },
+       "m.json: 'blocks' must list 4 block counts"},
+      {[] {
+         models::bert_config_from_json({{"flavour", "gpt"}}, "m.json");
+       },
+       "m.json: flavour 'gpt' is neither bert nor roberta"},
+      {[] {
+         models::bert_config_from_json({{"pooling", "max"}}, "m.json");
+       },
+       "m.json: pooling 'max' is neither cls nor mean"},
+      {[] {
+         models::make_image_encoder({{"type", "mlp"}}, "m.json");
+       },
+       "m.json: unknown image tower type 'mlp'"},
+      {[] { models::make_image_encoder(nlohmann::json::object(), "m.json"); },
+       "m.json: image tower config needs \"type\""},
+      {[] {
+         models::make_text_encoder("roberta", {{"flavour", "bert"}}, "m.json");
+       },
+       "m.json: arch 'roberta' but the config's flavour is 'bert'"},
+  };
+  for (const auto& [f, needle] : cases) expect_error_has(f, {needle});
 }
 
 TEST(ModelBadInput, WrongImageSizeAndOutOfVocabularyIds) {

@@ -15,9 +15,11 @@ struct Result {
 };
 
 // Runs the binary; `stderr_too` merges stderr into the output (JSON commands keep it apart).
-inline Result run_distill(const std::string& args, bool stderr_too = true) {
-  const std::string cmd =
-      std::string(DISTILL_BINARY) + " " + args + (stderr_too ? " 2>&1" : " 2>/dev/null");
+// `env` ("NAME=value ...") sets environment variables for the child only.
+inline Result run_distill(const std::string& args, bool stderr_too = true,
+                          const std::string& env = "") {
+  const std::string cmd = (env.empty() ? "" : "env " + env + " ") + std::string(DISTILL_BINARY) +
+                          " " + args + (stderr_too ? " 2>&1" : " 2>/dev/null");
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return {-1, "popen failed"};
   std::string out;

@@ -1,4 +1,5 @@
-// The `distill` binary as a user runs it: help, info, bench, and bad arguments.
+// The `distill` binary as a user runs it: help, info, bench, bad arguments and a bad or too small
+// memory cap (DISTILL_MEMORY_LIMIT).
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -103,6 +104,28 @@ TEST(Cli, BenchStepRunsAndCountsModelFlops) {
   EXPECT_GT(j["teacher_gflop_per_image"].get<double>(),
             j["student_gflop_per_image"].get<double>() * 0.95);
   EXPECT_NE(j["loss_first"].get<double>(), j["loss_last"].get<double>());
+}
+
+// A malformed DISTILL_MEMORY_LIMIT stops every command at start-up, naming the variable.
+TEST(Cli, BadMemoryLimitIsNamed) {
+  Result r = run_distill("info", true, "DISTILL_MEMORY_LIMIT=lots");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("DISTILL_MEMORY_LIMIT='lots': 'lots' is not a size"), std::string::npos)
+      << r.out;
+  EXPECT_EQ(run_distill("info", true, "DISTILL_MEMORY_LIMIT=cpu=64G").exit_code, 0);
+}
+
+// Out of memory in bench step is a message with the model, batch size and what to change.
+TEST(Cli, BenchStepOutOfMemorySaysWhatDidNotFit) {
+  Result r = run_distill("bench step --device cpu --model clip-vit-b-32 --batch 8 --iters 1", true,
+                         "DISTILL_MEMORY_LIMIT=64M");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("error: out of memory on cpu in distill bench step clip-vit-b-32 (batch "
+                       "size 8, precision f32): building the models needed"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("of 64.0 MiB, the DISTILL_MEMORY_LIMIT cap)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("the models alone do not fit"), std::string::npos) << r.out;
 }
 
 }  // namespace

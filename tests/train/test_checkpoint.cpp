@@ -1,11 +1,21 @@
 // Training checkpoints: a run resumed from a checkpoint ends bit-identical to an uninterrupted
 // one (model, optimizer state, schedule, default and named generators, data position), the
-// CheckpointManager's keep-last-K and latest.json under failed saves, clear errors for
-// truncated, foreign and mismatched files, and the NaN / Inf guard.
+// CheckpointManager's keep-last-K and latest.json under failed saves, saves killed at random
+// points and saves on a full disk, clear errors for truncated, foreign and mismatched files, and
+// the NaN / Inf guard.
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
+#include <sstream>
 
+#include "core/file_io.h"
 #include "core/safetensors.h"
 #include "layers/basic.h"
 #include "tests/models/model_test_util.h"
@@ -191,6 +201,202 @@ TEST(TrainCheckpoint, KeepsTheLastKAndLatestSurvivesFailedSaves) {
   const nlohmann::json pointer = nlohmann::json::parse(std::ifstream(dir.file("latest.json")));
   EXPECT_EQ(pointer["checkpoint"], "ckpt-00000006.safetensors");  // relative: the run can move
   EXPECT_EQ(pointer["step"], 6);
+}
+
+// A model of 2 MiB (a save takes milliseconds) whose every parameter holds the step it was
+// saved at, so a checkpoint's contents show whether it is whole and which step it is.
+constexpr int64_t kStampedInputs = 512, kStampedOutputs = 1024;
+
+void stamp(const nn::Module& model, int64_t step) {
+  for (const auto& [name, t] : model.state_dict())
+    std::fill(t.data<float>(), t.data<float>() + t.numel(), static_cast<float>(step));
+}
+
+// Loads `path` into a fresh model and checks every value is the step its metadata names.
+::testing::AssertionResult holds_its_step(const std::string& path, int64_t* step = nullptr) {
+  nn::Linear loaded(kStampedInputs, kStampedOutputs);
+  TrainingProgress p;
+  try {
+    p = load_training_checkpoint(path, loaded, nullptr);
+  } catch (const Error& e) {
+    return ::testing::AssertionFailure() << e.what();
+  }
+  for (const auto& [name, t] : loaded.state_dict())
+    for (int64_t i = 0; i < t.numel(); ++i)
+      if (t.data<float>()[i] != static_cast<float>(p.step))
+        return ::testing::AssertionFailure() << path << ": " << name << "[" << i << "] is "
+                                             << t.data<float>()[i] << ", not the step " << p.step;
+  if (step) *step = p.step;
+  return ::testing::AssertionSuccess();
+}
+
+TrainingProgress at_step(int64_t step) {
+  TrainingProgress p;
+  p.step = step;
+  return p;
+}
+
+std::vector<std::string> temporary_files(const fs::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& entry : fs::directory_iterator(dir))
+    if (entry.path().filename().string().find(".tmp.") != std::string::npos)
+      out.push_back(entry.path().filename().string());
+  return out;
+}
+
+std::string file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// A child process saves checkpoints back to back (step after step, as a training loop with
+// frequent checkpoints does) and is SIGKILLed after a random delay, 32 times: before, during
+// and after the data write, the fsyncs, the renames, the latest.json update and the pruning.
+// After every kill latest.json names a whole checkpoint of a step at least as new as the last
+// one known complete, every file under a final name is whole, and the next save clears the
+// temporary files the kills left.
+TEST(TrainCheckpoint, SavesKilledAtRandomPointsKeepTheLastCheckpoint) {
+  TempDir dir;
+  Generator init(1);
+  nn::Linear model(kStampedInputs, kStampedOutputs, true, &init);
+  CheckpointManager manager(dir.path().string(), 2);
+  // One save's duration here, so the random delays spread over whole saves.
+  const auto t0 = std::chrono::steady_clock::now();
+  stamp(model, 0);
+  manager.save(model, nullptr, at_step(0));
+  const int64_t save_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  std::mt19937_64 rng(20240611);
+  std::uniform_int_distribution<int64_t> delay_us(0, 2 * std::max<int64_t>(save_us, 1000));
+
+  int64_t next_step = 1;
+  int kills_inside_a_write = 0;
+  for (int round = 0; round < 32; ++round) {
+    int ready[2];
+    ASSERT_EQ(::pipe(ready), 0);
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      ::close(ready[0]);
+      try {
+        for (int64_t step = next_step;; ++step) {
+          stamp(model, step);
+          manager.save(model, nullptr, at_step(step));
+          if (step == next_step && ::write(ready[1], "s", 1) != 1) ::_exit(2);
+        }
+      } catch (...) {
+        ::_exit(1);
+      }
+    }
+    ::close(ready[1]);
+    char byte = 0;
+    const ssize_t got = ::read(ready[0], &byte, 1);  // the child's first save is complete
+    ::close(ready[0]);
+    ::usleep(static_cast<useconds_t>(delay_us(rng)));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ASSERT_EQ(got, 1) << "the saving child failed before its first save (status " << status << ")";
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+        << "the saving child stopped on its own (status " << status << ")";
+
+    if (!temporary_files(dir.path()).empty()) ++kills_inside_a_write;
+    const auto latest = manager.latest();
+    ASSERT_TRUE(latest) << "round " << round;
+    int64_t latest_step = -1;
+    ASSERT_TRUE(holds_its_step(*latest, &latest_step)) << "round " << round;
+    EXPECT_EQ(*latest, manager.path_for_step(latest_step));
+    ASSERT_GE(latest_step, next_step) << "latest.json went back past a completed save";
+    for (const auto& path : manager.list()) {
+      int64_t step = -1;
+      EXPECT_TRUE(holds_its_step(path, &step)) << "round " << round;
+      EXPECT_EQ(path, manager.path_for_step(step));
+    }
+    next_step = latest_step + 1;  // as --resume continues
+  }
+  // Writing dominates a save, so some kills must have landed inside one (else this test did
+  // not test what it claims).
+  EXPECT_GT(kills_inside_a_write, 0);
+
+  stamp(model, next_step);
+  EXPECT_EQ(manager.save(model, nullptr, at_step(next_step)), manager.path_for_step(next_step));
+  EXPECT_EQ(temporary_files(dir.path()), std::vector<std::string>{});
+  EXPECT_EQ(manager.latest(), manager.path_for_step(next_step));
+  EXPECT_TRUE(holds_its_step(*manager.latest()));
+}
+
+// A full disk during a save: part-way through the checkpoint's data (the injected ENOSPC, as
+// write(2) fails on a full disk), at latest.json's own write, and a real failing write(2) (a
+// file-size limit: EFBIG). Each is an error naming the file and the cause; latest.json and the
+// previous checkpoint are untouched and load; nothing half-written is left under a checkpoint
+// name or as a temporary file.
+TEST(TrainCheckpoint, FullDiskDuringASaveKeepsThePreviousCheckpoint) {
+  struct ClearInjection {
+    ~ClearInjection() { inject_write_failure_for_testing(-1); }
+  } clear_injection;
+  TempDir dir;
+  TinyMlp model(3);
+  Optimizer opt(model, adamw_config(), cosine_schedule());
+  CheckpointManager manager(dir.path().string(), 3);
+  manager.save(model, &opt, at_step(1));
+  const std::string pointer = dir.file("latest.json");
+  const std::string pointer_before = file_bytes(pointer);
+  const std::string checkpoint_before = file_bytes(manager.path_for_step(1));
+  const auto expect_untouched = [&](const char* when) {
+    EXPECT_EQ(file_bytes(pointer), pointer_before) << when;
+    EXPECT_EQ(file_bytes(manager.path_for_step(1)), checkpoint_before) << when;
+    EXPECT_EQ(temporary_files(dir.path()), std::vector<std::string>{}) << when;
+    TinyMlp other(4);
+    Optimizer other_opt(other, adamw_config(), cosine_schedule());
+    EXPECT_EQ(load_training_checkpoint(*manager.latest(), other, &other_opt).step, 1) << when;
+  };
+  const auto expect_error = [&](int64_t step, const std::string& file, const std::string& cause) {
+    try {
+      manager.save(model, &opt, at_step(step));
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_TRUE(message_has(e, file)) << e.what();
+      EXPECT_TRUE(message_has(e, cause)) << e.what();
+    }
+    inject_write_failure_for_testing(-1);
+  };
+
+  inject_write_failure_for_testing(1000);  // in the header and tensors of the new checkpoint
+  expect_error(2, manager.path_for_step(2), "No space left on device (the disk is full)");
+  EXPECT_FALSE(fs::exists(manager.path_for_step(2)));
+  expect_untouched("disk full in the checkpoint");
+
+  // The checkpoint is written whole, then the disk fills up before latest.json is.
+  manager.set_before_commit_hook([](const std::string&) { inject_write_failure_for_testing(5); });
+  expect_error(3, pointer, "the disk is full");
+  manager.set_before_commit_hook(nullptr);
+  expect_untouched("disk full in latest.json");
+
+  // A real write(2) failure: the file-size limit (SIGXFSZ ignored, so write returns EFBIG).
+  rlimit old_limit{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old_limit), 0);
+  rlimit small_limit = old_limit;
+  small_limit.rlim_cur = 1024;
+  const auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small_limit), 0);
+  try {
+    manager.save(model, &opt, at_step(4));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_TRUE(message_has(e, manager.path_for_step(4))) << e.what();
+    EXPECT_TRUE(message_has(e, "File too large")) << e.what();
+  }
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &old_limit), 0);
+  ::signal(SIGXFSZ, old_handler);
+  EXPECT_FALSE(fs::exists(manager.path_for_step(4)));
+  expect_untouched("file-size limit");
+
+  // With space again the next save goes through and clears nothing it should keep.
+  EXPECT_EQ(manager.save(model, &opt, at_step(5)), manager.path_for_step(5));
+  EXPECT_EQ(manager.latest(), manager.path_for_step(5));
 }
 
 TEST(TrainCheckpoint, TruncatedForeignAndMismatchedFilesAreClearErrors) {

@@ -1,12 +1,16 @@
 // The experiment runner end to end on the CPU: tiny teachers on real CIFAR-10 images, every
-// stage and baseline, the report; and a run killed part-way then resumed.
+// stage and baseline, the report; runs killed part-way, stopped by a signal or out of memory,
+// then resumed.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "core/safetensors.h"
 #include "tests/models/model_test_util.h"
@@ -154,8 +158,94 @@ TEST(Experiment, BadConfigsAreNamed) {
   expect_error(c, "unknown config key 'distributed.sync_bn'");
 }
 
-// Runs `distill run` as a child and kills it with SIGKILL once a mid-stage checkpoint exists.
-TEST(Experiment, KilledRunResumesBitIdentically) {
+// Every value of the wrong JSON type or out of range fails when the config is read, naming the
+// file and the key, before a run folder exists (a zero probe.batch_size once divided by zero).
+TEST(Experiment, ConfigValuesOfTheWrongTypeOrRangeAreNamed) {
+  const json base = tiny_config("bad", json::parse(R"({"type": "vit", "image_size": 32,
+      "patch_size": 8, "width": 32, "layers": 1, "heads": 2, "mlp_dim": 64})"));
+  const std::vector<std::pair<std::function<void(json&)>, std::string>> cases = {
+      {[](json& c) {
+         c = json::array({1, 2});
+       },
+       "'(top level)' must be a JSON object"},
+      {[](json& c) { c["data"] = "cifar10"; }, "'data' must be a JSON object, got \"cifar10\""},
+      {[](json& c) { c["data"]["batch_size"] = "64"; },
+       "'data.batch_size' must be an integer, got \"64\""},
+      {[](json& c) { c["seed"] = 1.5; }, "'seed' must be an integer, got 1.5"},
+      {[](json& c) { c["data"]["train"] = 5; }, "'data.train' must be a string, got 5"},
+      {[](json& c) { c["stages"] = "teacher"; }, "'stages' must be a list"},
+      {[](json& c) { c["student"]["alpha"] = "1"; }, "'student.alpha' must be a number"},
+      {[](json& c) { c["name"] = "a/b"; }, "'name' must be a non-empty string without '/'"},
+      {[](json& c) { c["data"]["train"] = ""; }, "data.train (a dataset spec) is required"},
+      {[](json& c) { c["data"]["batch_size"] = 0; }, "data.batch_size must be >= 1, got 0"},
+      {[](json& c) { c["data"]["eval_batch_size"] = -1; },
+       "data.eval_batch_size must be >= 1, got -1"},
+      {[](json& c) { c["probe"]["batch_size"] = 0; }, "probe.batch_size must be >= 1, got 0"},
+      {[](json& c) { c["data"]["workers"] = 0; }, "data.workers must be >= 1, got 0"},
+      {[](json& c) { c["stage0"]["epochs"] = 0; }, "stage0.epochs must be >= 1, got 0"},
+      {[](json& c) { c["seed"] = -3; }, "seed must be >= 0, got -3"},
+      {[](json& c) { c["student"]["tau"] = 0; }, "student.tau must be > 0"},
+      {[](json& c) { c["data"]["augment"]["scale_min"] = 0; },
+       "data.augment needs 0 < scale_min <= scale_max <= 1"},
+      {[](json& c) { c["data"]["augment"]["scale_max"] = 0.3; },
+       "data.augment needs 0 < scale_min <= scale_max <= 1"},
+      {[](json& c) { c["data"]["augment"]["flip_probability"] = 2; },
+       "data.augment.flip_probability must be in [0, 1]"},
+      {[](json& c) { c["device"] = "tpu"; }, "device must be \"cpu\" or \"cuda\", got \"tpu\""},
+      {[](json& c) { c["text"]["random"] = "yes"; }, "text.random must be a text encoder config"},
+      {[](json& c) { c["teacher"]["arch"]["patch_size"] = 7; },
+       "teacher.arch: image_size 32 is not a multiple of patch_size 7"},
+      {[](json& c) { c["teacher"]["arch"]["type"] = "transformer"; },
+       "teacher.arch: \"type\" must be \"vit\" or \"resnet\", got \"transformer\""},
+      {[](json& c) { c["teacher"]["arch"]["depth"] = 12; },
+       "teacher.arch: unknown model config key 'depth'"},
+      {[](json& c) { c["teacher"]["arch"]["width"] = -32; },
+       "teacher.arch: 'width' must be an integer >= 1, got -32"},
+      {[](json& c) { c["stage0"]["schedule"]["total_steps"] = "100"; },
+       "stage0.schedule: 'total_steps' must be an integer"},
+      {[](json& c) { c["student"]["optimizer"]["kind"] = "lamb"; }, "student.optimizer"},
+      {[](json& c) { c["head"]["config"]["widht"] = 64; }, "head.config"},
+      {[](json& c) { c["text"]["tokenizer"] = ""; },
+       "stage 'head' needs text.tokenizer (a tokenizer file or folder)"},
+  };
+  for (const auto& [edit, needle] : cases) {
+    json c = base;
+    edit(c);
+    try {
+      train::resolve_experiment_config(c, "exp.json");
+      ADD_FAILURE() << "no error for " << needle;
+    } catch (const Error& e) {
+      EXPECT_TRUE(message_has(e, "exp.json: ")) << e.what();
+      EXPECT_TRUE(message_has(e, needle)) << e.what() << " lacks " << needle;
+    }
+  }
+}
+
+// `distill run --quiet --config <cfg> --runs-dir <dir> [--resume]` as a child, output discarded.
+pid_t start_distill_run(const std::string& cfg, const std::string& runs_dir, bool resume) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    freopen("/dev/null", "w", stdout);
+    freopen("/dev/null", "w", stderr);
+    execl(DISTILL_BINARY, DISTILL_BINARY, "run", "--quiet", "--config", cfg.c_str(), "--runs-dir",
+          runs_dir.c_str(), resume ? "--resume" : static_cast<char*>(nullptr),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+std::string file_text(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+// `distill run` with a checkpoint every step, SIGKILLed at random points (mid-step, mid-checkpoint,
+// at the stage's end) and each time continued with --resume; once also under a memory cap too
+// small for a step, which stops it with a message naming the stage, the batch size and what to
+// change, and leaves the checkpoint as it was. The last --resume ends bit-identical to an
+// uninterrupted run.
+TEST(Experiment, RunKilledAtRandomPointsAndOutOfMemoryResumesBitIdentically) {
   SKIP_WITHOUT_SHARDS();
   TempDir tmp;
   json c = tiny_config("resume", json::parse(R"({"type": "vit", "image_size": 32,
@@ -163,36 +253,60 @@ TEST(Experiment, KilledRunResumesBitIdentically) {
       "act": "gelu"})"));
   c["stages"] = {"teacher"};
   c["stage0"]["epochs"] = 3;
-  c["checkpoint_every"] = 3;
+  c["checkpoint_every"] = 1;
   const std::string cfg = tmp.file("resume.json");
   std::ofstream(cfg) << c.dump();
   const std::string straight = (tmp.path() / "straight").string();
   const std::string killed = (tmp.path() / "killed").string();
+  const auto t0 = std::chrono::steady_clock::now();
   ASSERT_EQ(run_distill("run --quiet --config " + cfg + " --runs-dir " + straight).exit_code, 0);
+  const int64_t run_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  std::mt19937_64 rng(7);
 
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    execl(DISTILL_BINARY, DISTILL_BINARY, "run", "--quiet", "--config", cfg.c_str(), "--runs-dir",
-          killed.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  // The first run, killed once a mid-stage checkpoint exists (plus a random part of a step).
   const fs::path latest = fs::path(killed) / "resume/checkpoints/teacher/latest.json";
-  bool killed_midway = false;
-  for (int i = 0; i < 6000 && !killed_midway; ++i) {
-    if (fs::exists(latest)) {
-      kill(pid, SIGKILL);
-      killed_midway = true;
-    } else {
-      usleep(5000);
-    }
+  pid_t pid = start_distill_run(cfg, killed, false);
+  ASSERT_GE(pid, 0);
+  bool checkpointed = false;
+  for (int i = 0; i < 6000 && !checkpointed; ++i) {
+    checkpointed = fs::exists(latest);
+    usleep(checkpointed ? static_cast<useconds_t>(rng() % (run_us / 50 + 1)) : 5000);
   }
+  kill(pid, SIGKILL);
   int status = 0;
   waitpid(pid, &status, 0);
-  ASSERT_TRUE(killed_midway) << "no mid-stage checkpoint appeared";
+  ASSERT_TRUE(checkpointed) << "no mid-stage checkpoint appeared";
   if (WIFEXITED(status)) GTEST_SKIP() << "the run finished before it could be killed";
-  EXPECT_FALSE(fs::exists(fs::path(killed) / "resume/teacher.safetensors"));
-  Result r = run_distill("run --quiet --resume --config " + cfg + " --runs-dir " + killed);
+
+  // Out of memory (the tiny run's setup needs under 1 MiB, a step over 4 MiB).
+  const std::string pointer = file_text(latest);
+  const std::string resume_args = "run --quiet --resume --config " + cfg + " --runs-dir " + killed;
+  Result oom = run_distill(resume_args, true, "DISTILL_MEMORY_LIMIT=2M");
+  EXPECT_EQ(oom.exit_code, 1) << oom.out;
+  for (const std::string& needle : std::vector<std::string>{
+           "error: out of memory on cpu in stage teacher at step ",
+           "(batch size 32, precision f32): the step needed ",
+           "of 2.0 MiB, the DISTILL_MEMORY_LIMIT cap",
+           "lower the batch size (data.batch_size) or use \"precision\": \"bf16\"",
+           "the last checkpoint is " + (fs::path(killed) / "resume/checkpoints/teacher").string()})
+    EXPECT_NE(oom.out.find(needle), std::string::npos) << needle << " not in " << oom.out;
+  EXPECT_EQ(file_text(latest), pointer);
+
+  // Resumed runs killed at random points, until one happens to finish.
+  for (int round = 0; round < 3; ++round) {
+    pid = start_distill_run(cfg, killed, true);
+    ASSERT_GE(pid, 0);
+    usleep(static_cast<useconds_t>(rng() % (run_us / 2)));
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    if (WIFEXITED(status)) {
+      ASSERT_EQ(WEXITSTATUS(status), 0) << "a resumed run failed";
+      break;
+    }
+  }
+  Result r = run_distill(resume_args);
   ASSERT_EQ(r.exit_code, 0) << r.out;
   expect_same_weights(straight + "/resume/teacher.safetensors",
                       killed + "/resume/teacher.safetensors");

@@ -32,5 +32,18 @@ TEST(StopOnSignal, FirstSignalSetsTheFlagAndTheSecondIsDefault) {
   EXPECT_EQ(e.signal(), SIGINT);
 }
 
+TEST(StopOnSignal, CtrlCIsCaughtLikeSigterm) {
+  const sighandler_t before = current_handler(SIGINT);
+  {
+    StopOnSignal guard;
+    std::raise(SIGINT);
+    EXPECT_EQ(stop_signal(), SIGINT);
+    EXPECT_EQ(signal_name(stop_signal()), "SIGINT");
+    EXPECT_EQ(current_handler(SIGINT), SIG_DFL);  // a second Ctrl-C ends the process
+  }
+  EXPECT_EQ(stop_signal(), 0);
+  EXPECT_EQ(current_handler(SIGINT), before);
+}
+
 }  // namespace
 }  // namespace distill::train

@@ -1,12 +1,15 @@
 // Accuracy metrics (top-1 / top-5 with ties and C < 5, per-class accuracy, confusion matrix,
-// JSON), the metrics.jsonl writer and its rewind for resumed runs, duration formatting and the
+// JSON), the metrics.jsonl writer (a full disk is an error, not a silently torn file) and its
+// rewind for resumed runs, duration formatting and the
 // progress reporter's plain-log and terminal forms (with a fake clock).
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "core/file_io.h"
 #include "tests/models/model_test_util.h"
 #include "tests/test_util.h"
+#include "train/atomic_file.h"
 #include "train/metrics.h"
 
 namespace distill::train {
@@ -132,6 +135,49 @@ TEST(TrainMetricsLog, AppendsFlushedJsonLinesAndRewindsForResume) {
   } catch (const Error& e) {
     EXPECT_TRUE(message_has(e, "no/such/dir/metrics.jsonl")) << e.what();
   }
+}
+
+// A full disk while logging (the injected ENOSPC, as write(2) fails on a full disk) and while
+// writing summary.json / report.md (write_file_atomically): an error naming the file and the
+// cause, and the file as it was before: no partial line, no half-written summary.
+TEST(TrainMetricsLog, FullDiskIsAClearErrorAndTearsNothing) {
+  struct ClearInjection {
+    ~ClearInjection() { inject_write_failure_for_testing(-1); }
+  } clear_injection;
+  TempDir dir;
+  const std::string path = dir.file("metrics.jsonl");
+  MetricsLog log(path);
+  log.write({{"stage", "teacher"}, {"step", 1}, {"loss", 2.5}});
+  inject_write_failure_for_testing(10);  // the next record fits only partly
+  try {
+    log.write({{"stage", "teacher"}, {"step", 2}, {"loss", 2.25}});
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_TRUE(message_has(e, path)) << e.what();
+    EXPECT_TRUE(message_has(e, "No space left on device (the disk is full)")) << e.what();
+    EXPECT_TRUE(message_has(e, "\"step\":2")) << e.what();  // which record was lost
+  }
+  inject_write_failure_for_testing(-1);
+  ASSERT_EQ(read_lines(path).size(), 1u);
+  log.write({{"stage", "teacher"}, {"step", 3}, {"loss", 2.0}});  // space again: goes on
+  const auto lines = read_lines(path);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(nlohmann::json::parse(lines[1])["step"], 3);
+
+  const std::string summary = dir.file("summary.json");
+  write_file_atomically(summary, "{\"stages\": {}}\n");
+  inject_write_failure_for_testing(3);
+  try {
+    write_file_atomically(summary, "{\"stages\": {\"teacher\": {\"top1\": 0.5}}}\n");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_TRUE(message_has(e, summary)) << e.what();
+    EXPECT_TRUE(message_has(e, "the disk is full")) << e.what();
+  }
+  inject_write_failure_for_testing(-1);
+  EXPECT_EQ(read_lines(summary), std::vector<std::string>{"{\"stages\": {}}"});
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path()))
+    EXPECT_EQ(entry.path().string().find(".tmp."), std::string::npos) << entry.path();
 }
 
 TEST(TrainProgress, DurationFormatting) {

@@ -136,6 +136,7 @@ TEST(Demo, EveryPresetResolves) {
       train::DemoOptions o;
       o.preset = preset;
       o.quick = quick;
+      o.random_tokenizer = "vocab.txt";  // distill demo always finds one (the text stages need it)
       const json c = train::resolve_experiment_config(train::demo_config(o), "demo");
       EXPECT_EQ(c["device"], std::string(preset) == "gpu" ? "cuda" : "cpu");
       EXPECT_EQ(c["teacher"]["arch"]["image_size"], 28);
