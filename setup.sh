@@ -19,7 +19,7 @@ MODE="${1:-run}"
 BUILD_DIR="${BUILD_DIR:-build}"
 JOBS="${JOBS:-$(nproc)}"
 
-say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+say() { printf '\033[1m[setup %dm%02ds]\033[0m %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 
 # ---- system packages (Debian names). The CUDA toolkit is not installed here: it is large and
 # comes from NVIDIA; with nvcc on PATH (or in /usr/local/cuda/bin) the CUDA backend is built.
