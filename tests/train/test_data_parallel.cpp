@@ -52,7 +52,7 @@ TEST(GradHooks, FireOnceAfterTheLastContributionOfEachBackward) {
   h = GradHookHandle();
   sum(mul(x, a)).backward();
   EXPECT_EQ(calls, 2);
-  EXPECT_THROW(add_grad_ready_hook(mul(x, a), [] {}), Error);
+  EXPECT_THROW((void)add_grad_ready_hook(mul(x, a), [] {}), Error);
 }
 
 // y = sum(((x * p0) * p1) * p2) with p_k of size sizes[k]: the backward reaches p2 first, p0 last.
