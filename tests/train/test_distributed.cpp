@@ -35,16 +35,13 @@
 #include "core/safetensors.h"
 #include "tests/models/model_test_util.h"
 #include "tests/tools/cli_run.h"
+#include "tests/train/shards_test_util.h"
 
 namespace distill::testing {
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-std::string shards() {
-  return std::string(DISTILL_SOURCE_DIR) + "/../shared/data/cifar10-jpg";
-}
 
 bool have_mpirun() {
   return std::system("command -v mpirun >/dev/null 2>&1") == 0;
@@ -53,8 +50,7 @@ bool have_mpirun() {
 #define SKIP_WITHOUT_MPI()                                                                   \
   if (!dist::mpi_compiled()) GTEST_SKIP() << "MPI support is not compiled in (DISTILL_MPI)"; \
   if (!have_mpirun()) GTEST_SKIP() << "mpirun not found (apt-get install openmpi-bin)";      \
-  if (!fs::exists(shards() + "/test-0000.tar"))                                              \
-  GTEST_SKIP() << "real CIFAR-10 shards not found at " << shards()
+  SKIP_WITHOUT_SHARDS()
 
 // OpenMPI's mpirun; one OpenMP thread per rank (2 ranks share 2 cores), no core binding.
 std::string mpirun(int ranks) {

@@ -15,6 +15,7 @@
 #include "core/safetensors.h"
 #include "tests/models/model_test_util.h"
 #include "tests/tools/cli_run.h"
+#include "tests/train/shards_test_util.h"
 #include "train/experiment.h"
 
 namespace distill::testing {
@@ -22,10 +23,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-std::string shards() {
-  return std::string(DISTILL_SOURCE_DIR) + "/../shared/data/cifar10-jpg";
-}
 
 json tiny_config(const std::string& name, const json& teacher_arch) {
   json c = json::parse(std::ifstream(std::string(DISTILL_SOURCE_DIR) + "/configs/smoke-cpu.json"));
@@ -62,10 +59,6 @@ void expect_same_weights(const std::string& path_a, const std::string& path_b) {
     EXPECT_EQ(std::memcmp(ta.data_ptr(), tb.data_ptr(), ta.nbytes()), 0) << name;
   }
 }
-
-#define SKIP_WITHOUT_SHARDS()                   \
-  if (!fs::exists(shards() + "/test-0000.tar")) \
-  GTEST_SKIP() << "real CIFAR-10 shards not found at " << shards()
 
 TEST(Experiment, EveryStageRunsOnATinyVitAndTheReportHasEveryColumn) {
   SKIP_WITHOUT_SHARDS();
