@@ -29,6 +29,10 @@
 // stb's PNM header parser overflows a signed int on long numbers (undefined behaviour, found by
 // tests/fuzz/fuzz_image); no dataset format here uses PNM.
 #define STBI_NO_PNM
+// JPEGs are libjpeg-turbo's (is_jpeg). stb's own JPEG decoder would still take inputs that start
+// with fill bytes before the SOI marker, and it indexes past its Huffman size table on bad
+// counts (found by tests/fuzz/fuzz_image): it is left out.
+#define STBI_NO_JPEG
 #define STBI_FAILURE_USERMSG
 #include <stb_image.h>
 #define STB_IMAGE_WRITE_IMPLEMENTATION
