@@ -258,15 +258,9 @@ TEST(Distributed, TwoRankRunStoppedMidStageResumesBitIdentically) {
   }
   // Once the first steps are logged, SIGTERM both ranks (not mpirun, which would kill them).
   const fs::path metrics = fs::path(stopped) / "resume/metrics.jsonl";
-  bool signalled = false;
-  for (int i = 0; i < 6000 && !signalled; ++i) {
-    if (fs::exists(metrics) && fs::file_size(metrics) > 0) {
-      for (pid_t p : ranks_in_session(pid)) kill(p, SIGTERM);
-      signalled = true;
-    } else {
-      usleep(5000);
-    }
-  }
+  const bool signalled = once_a_step_is_logged(metrics, [&] {
+    for (pid_t p : ranks_in_session(pid)) kill(p, SIGTERM);
+  });
   int status = 0;
   waitpid(pid, &status, 0);
   ASSERT_TRUE(signalled) << "no training step was logged";

@@ -333,15 +333,7 @@ TEST(Experiment, TerminatedRunCheckpointsAndResumesBitIdentically) {
   }
   // Signal once the first optimizer steps are logged.
   const fs::path metrics = fs::path(stopped) / "term/metrics.jsonl";
-  bool signalled = false;
-  for (int i = 0; i < 6000 && !signalled; ++i) {
-    if (fs::exists(metrics) && fs::file_size(metrics) > 0) {
-      kill(pid, SIGTERM);
-      signalled = true;
-    } else {
-      usleep(5000);
-    }
-  }
+  const bool signalled = once_a_step_is_logged(metrics, [&] { kill(pid, SIGTERM); });
   int status = 0;
   waitpid(pid, &status, 0);
   ASSERT_TRUE(signalled) << "no training step was logged";
